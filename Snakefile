@@ -1,0 +1,23 @@
+# kdbench: teacher SFT -> difficulty profiling -> distillation per method -> Rouge-L evaluation -> tables.
+# Config says what to run (config/*.yaml, validated against kdbench/schemas/config.schema.yaml);
+# the rules in workflow/rules/ say how.
+from snakemake.utils import min_version
+
+min_version("8.20")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/profile.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/tables.smk"
+
+
+rule all:
+    input:
+        TABLE_FILES,

@@ -1,0 +1,136 @@
+"""Load, validate and resolve a workflow config; derive the per-job specs whose hash is the run id."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from kdbench.errors import ConfigError
+from kdbench.io import sha256_json
+from kdbench.schema import load_yaml, validate
+
+EVAL_DEFAULTS = {"decoding": "sample", "temperature": 1.0, "top_k": 0, "top_p": 1.0,
+                 "no_repeat_ngram_size": 6, "max_new_tokens": None, "batch_size": 32,
+                 "max_examples": None, "set_options": {}}
+PROFILE_DEFAULTS = {"batch_size": 32, "max_new_tokens": None, "no_repeat_ngram_size": 6}
+TABLE_DEFAULTS = {"baseline": "vanilla_kd", "output_dir": "paper_tables", "significance_level": 0.05,
+                  "bootstrap_samples": 2000}
+TRAIN_DEFAULTS = {"lr_min": 0.0, "lr_schedule": "cosine", "warmup_steps": 0, "weight_decay": 0.01,
+                  "grad_clip": 1.0, "global_batch_size": 32, "micro_batch_size": 32, "precision": "fp32",
+                  "log_every": 10, "checkpoint_every": 0}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _train_section(section: dict | None) -> dict | None:
+    return None if section is None else {**TRAIN_DEFAULTS, **section}
+
+
+def resolve(config: dict, source: str = "config") -> dict:
+    """Validate ``config`` (naming ``source`` in errors) and fill every default explicitly."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    validate(config, "config", source)
+    cfg = copy.deepcopy(config)
+    cfg.setdefault("data_dir", "../shared/data")
+    cfg.setdefault("device", "auto")
+    cfg["teacher"]["train"] = _train_section(cfg["teacher"]["train"])
+    cfg["teacher"].setdefault("seed", cfg["seed"])
+    cfg["student"]["warmup"] = _train_section(cfg["student"].get("warmup"))
+    cfg["student"].setdefault("seed", cfg["seed"])
+    cfg["training"]["train"] = _train_section(cfg["training"]["train"])
+    cache = {"mode": "live", "storage": "fp32", "top_k": 64, "batch_size": 64, **cfg["training"].get("teacher_cache", {})}
+    cfg["training"]["teacher_cache"] = cache
+    cfg["training"].setdefault("devices", 1)
+    cfg["profile"] = {**PROFILE_DEFAULTS, **cfg["profile"]}
+    cfg["evaluation"] = {**EVAL_DEFAULTS, **cfg["evaluation"]}
+    cfg["tables"] = {**TABLE_DEFAULTS, **cfg["tables"]}
+    cfg["methods"].setdefault("root", "methods")
+    data = cfg["data"]
+    if data["max_prompt_tokens"] >= data["max_length"]:
+        raise ConfigError(f"{source}: data.max_prompt_tokens ({data['max_prompt_tokens']}) must be below "
+                          f"data.max_length ({data['max_length']})")
+    if cfg["evaluation"]["max_new_tokens"] is None:
+        cfg["evaluation"]["max_new_tokens"] = data["max_length"] - data["max_prompt_tokens"]
+    if cfg["profile"]["max_new_tokens"] is None:
+        cfg["profile"]["max_new_tokens"] = cfg["evaluation"]["max_new_tokens"]
+    for section, key in (("teacher", "model"), ("student", "model")):
+        if cfg[section][key]["init"] == "pretrained" and cfg["tokenizer"]["kind"] == "bpe":
+            raise ConfigError(f"{source}: {section}.model.init is 'pretrained' but tokenizer.kind is 'bpe'; "
+                              "a pretrained model needs its own tokenizer (tokenizer.kind: pretrained)")
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: list[str | os.PathLike] = ()) -> dict:
+    config = load_yaml(path)
+    sources = [str(path)]
+    for extra in overrides:
+        config = deep_merge(config, load_yaml(extra))
+        sources.append(str(extra))
+    return resolve(config, " + ".join(sources))
+
+
+# --------------------------------------------------------------------------- job specs
+# Each spec holds everything a job's result depends on; its hash is the job's run id, and
+# Snakemake re-runs a job when its spec (a rule param) changes.
+def data_spec(cfg: dict) -> dict:
+    return {"seed": cfg["seed"], "source": cfg["data"]["source"], "data_dir": cfg["data_dir"]}
+
+
+def tokenizer_spec(cfg: dict) -> dict:
+    return {"data": data_spec(cfg), "tokenizer": cfg["tokenizer"]}
+
+
+def _lengths(cfg: dict) -> dict:
+    return {"max_prompt_tokens": cfg["data"]["max_prompt_tokens"], "max_length": cfg["data"]["max_length"]}
+
+
+def teacher_spec(cfg: dict) -> dict:
+    return {"tokenizer": tokenizer_spec(cfg), "lengths": _lengths(cfg), **cfg["teacher"], "device": cfg["device"]}
+
+
+def student_init_spec(cfg: dict) -> dict:
+    return {"tokenizer": tokenizer_spec(cfg), "lengths": _lengths(cfg), **cfg["student"], "device": cfg["device"]}
+
+
+def profile_spec(cfg: dict) -> dict:
+    return {"student": student_init_spec(cfg), "teacher": teacher_spec(cfg), "profile": cfg["profile"]}
+
+
+def teacher_cache_spec(cfg: dict) -> dict:
+    return {"teacher": teacher_spec(cfg), "cache": cfg["training"]["teacher_cache"]}
+
+
+def distill_spec(cfg: dict, run: dict[str, Any], seed: int) -> dict:
+    """``run`` is RunSpec.identity() (method, variant, version, hparams) or the SFT reference."""
+    spec = {"student": student_init_spec(cfg), "training": cfg["training"], "run": run, "seed": seed}
+    if run.get("needs_teacher", True):
+        spec["teacher"] = teacher_spec(cfg)
+    if run.get("needs_profile", False):
+        spec["profile"] = profile_spec(cfg)
+    return spec
+
+
+def eval_spec(cfg: dict, eval_set: str) -> dict:
+    keys = ("decoding", "temperature", "top_k", "top_p", "no_repeat_ngram_size", "max_new_tokens",
+            "batch_size", "max_examples")
+    return {"eval_set": eval_set, "options": cfg["evaluation"]["set_options"].get(eval_set, {}),
+            "decoding": {k: cfg["evaluation"][k] for k in keys}, "lengths": _lengths(cfg)}
+
+
+def run_id(spec: dict) -> str:
+    return sha256_json(spec)[:16]
+
+
+def project_root() -> Path:
+    return Path.cwd()

@@ -1,0 +1,91 @@
+"""Difficulty signals, computed once per (student init, teacher, training data) and shared by methods.
+
+Signals per training example (POCL §1.1 of reference/methods.md):
+  student_ce       mean token CE of the pre-distillation student on the reference response
+  student_rouge_l  Rouge-L of the student's greedy generation against the reference (x100)
+  teacher_ce       mean token CE of the teacher on the reference response
+Ranks are 1 = easiest. Reciprocal rank fusion: score = sum_r 1 / (rank_r + k), higher = easier.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from kdbench.batching import Encoded, collate
+
+SIGNALS = {  # signal -> True when a larger value means an easier example
+    "student_ce": False,
+    "student_rouge_l": True,
+    "teacher_ce": False,
+}
+
+
+@torch.no_grad()
+def sequence_ce(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int,
+                device: torch.device) -> np.ndarray:
+    """Mean next-token cross-entropy over each example's response tokens."""
+    model.to(device).eval()
+    values = np.zeros(len(encoded), dtype=np.float64)
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        labels = batch["labels"]
+        token_loss = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+        mask = (labels != -100).float()
+        per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
+        values[rows] = per_example.double().cpu().numpy()
+    return values
+
+
+def ranks(values: Sequence[float], larger_is_easier: bool) -> np.ndarray:
+    """Ordinal ranks, 1 = easiest; ties keep dataset order (a stable sort, as POCL's pandas sort)."""
+    values = np.asarray(values, dtype=np.float64)
+    key = -values if larger_is_easier else values
+    order = np.argsort(key, kind="stable")
+    out = np.empty(len(values), dtype=np.int64)
+    out[order] = np.arange(1, len(values) + 1)
+    return out
+
+
+def reciprocal_rank_fusion(rank_lists: Sequence[np.ndarray], k: int = 60) -> np.ndarray:
+    """Higher score = easier (every input rank has 1 = easiest)."""
+    return np.sum([1.0 / (np.asarray(r, dtype=np.float64) + k) for r in rank_lists], axis=0)
+
+
+def easy_to_hard(profile: pd.DataFrame, signals: Sequence[str], rrf_k: int = 60) -> list[str]:
+    """Example ids from easiest to hardest by RRF over ``signals`` (one signal = its own ranking)."""
+    rank_lists = [ranks(profile[s].to_numpy(), SIGNALS[s]) for s in signals]
+    score = reciprocal_rank_fusion(rank_lists, rrf_k)
+    order = np.argsort(-score, kind="stable")
+    return [profile.index[i] for i in order]
+
+
+def normalised_difficulty(profile: pd.DataFrame, signals: Sequence[str], rrf_k: int = 60) -> pd.Series:
+    """Difficulty in [0, 1] (0 = easiest) from the fused ranking, indexed by example id."""
+    ordered = easy_to_hard(profile, signals, rrf_k)
+    n = len(ordered)
+    return pd.Series(np.arange(n) / max(1, n - 1), index=ordered, name="difficulty").reindex(profile.index)
+
+
+def signal_quality(profile: pd.DataFrame, rrf_k: int = 60) -> pd.DataFrame:
+    """Spearman correlation of each signal's difficulty ranking with the ground-truth level."""
+    from scipy.stats import spearmanr
+
+    if "true_difficulty" not in profile.columns:
+        return pd.DataFrame(columns=["signal", "spearman", "n"])
+    truth = profile["true_difficulty"].to_numpy()
+    rows = []
+    candidates = {s: [s] for s in SIGNALS if s in profile.columns}
+    candidates["rrf(student_ce, student_rouge_l)"] = ["student_ce", "student_rouge_l"]
+    for label, signals in candidates.items():
+        hardness = normalised_difficulty(profile, signals, rrf_k).to_numpy()
+        rho = spearmanr(hardness, truth).statistic
+        rows.append({"signal": label, "spearman": float(rho), "n": len(truth)})
+    return pd.DataFrame(rows)

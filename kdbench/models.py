@@ -1,0 +1,92 @@
+"""Tokenizers and causal LMs: loaded by hub id or local path, or built from an architecture config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from kdbench.errors import ConfigError
+
+SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
+
+
+def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike) -> None:
+    """Train a byte-level BPE on the training split and save it as a HF tokenizer directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **SPECIAL_TOKENS)
+    fast.save_pretrained(str(out_dir))
+
+
+def load_tokenizer(name_or_path: str | os.PathLike):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
+    if tokenizer.eos_token_id is None:
+        raise ConfigError(f"tokenizer {name_or_path} has no EOS token; responses must end with one")
+    if tokenizer.pad_token_id is None:
+        # GPT-2's tokenizer ships without a pad token; the lineage pads with EOS.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def build_model(section: dict, tokenizer, seed: int):
+    """A model from a config section: {init: scratch, architecture: {...}} or {init: pretrained, name_or_path}."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if section["init"] == "pretrained":
+        return load_model(section["name_or_path"])
+    arch = dict(section["architecture"])
+    model_type = arch.pop("model_type")
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **arch,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None):
+    from transformers import AutoModelForCausalLM
+
+    kwargs = {"trust_remote_code": False}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike) -> None:
+    out_dir = Path(out_dir)
+    model.save_pretrained(str(out_dir), safe_serialization=True)
+    tokenizer.save_pretrained(str(out_dir))
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)

@@ -1,0 +1,294 @@
+"""The workflow's jobs as plain functions (each Snakemake rule calls one through ``kdbench stage``).
+
+Each takes the job's resolved spec (see kdbench.config) and explicit input/output paths, writes its
+outputs atomically, and records a result JSON whose run id is the hash of the spec.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from kdbench.batching import encode_records
+from kdbench.data import Record, load_records, records_to_rows
+from kdbench.errors import ResultError
+from kdbench.io import atomic_directory, sha256_file, write_jsonl_atomic, write_json_atomic, write_text_atomic
+from kdbench.methods import (SFT_RUN, ScheduleContext, SupervisedFineTuning, discover_methods, instantiate,
+                             RunSpec)
+from kdbench.models import (PRECISIONS, build_model, load_model, load_tokenizer, resolve_device, save_model,
+                            train_bpe_tokenizer, count_parameters)
+from kdbench.results import read_result, write_result
+from kdbench.train import LiveTeacher, TrainConfig, train
+
+
+def log(message: str) -> None:
+    print(f"[kdbench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _device(spec: dict) -> torch.device:
+    return resolve_device(spec.get("device", "auto"))
+
+
+def _init_distributed(device: torch.device) -> tuple[torch.device, int]:
+    """Join the torchrun process group when launched with several processes; returns (device, rank)."""
+    import os
+
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device, 0
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return device, dist.get_rank()
+
+
+def _teacher_dtype(precision: str, device: torch.device) -> torch.dtype:
+    # Half-precision teachers only pay off on GPUs; CPU kernels for bf16 are slow and inexact.
+    return PRECISIONS[precision] if device.type == "cuda" else torch.float32
+
+
+# --------------------------------------------------------------------------- data
+def prepare_data(spec: dict, out_dir: Path) -> None:
+    from kdbench.data.sources import load_training_source
+
+    splits = load_training_source(spec["source"], data_dir=Path(spec["data_dir"]), seed=spec["seed"])
+    manifest = {"source": spec["source"], "seed": spec["seed"], "splits": {}}
+    for name, records in splits.items():
+        path = out_dir / f"{name}.jsonl"
+        write_jsonl_atomic(path, records_to_rows(records))
+        manifest["splits"][name] = {"file": path.name, "count": len(records), "sha256": sha256_file(path)}
+        log(f"split {name}: {len(records)} records")
+    write_result(out_dir / "manifest.json", "data", spec, manifest)
+
+
+def prepare_eval_set(spec: dict, data_dir: Path, workflow_split: Path | None, out_jsonl: Path,
+                     out_info: Path) -> None:
+    from kdbench.evals import discover_evals, load_eval_set
+
+    specs = discover_evals(spec.get("evals_root", "evals"))
+    records, info = load_eval_set(specs[spec["eval_set"]], data_dir=data_dir, workflow_split=workflow_split,
+                                  options=spec.get("options") or {})
+    write_jsonl_atomic(out_jsonl, records_to_rows(records))
+    write_result(out_info, "eval_set", spec, {"info": info, "display_name": specs[spec["eval_set"]].display_name})
+    log(f"eval set {spec['eval_set']}: {len(records)} records")
+
+
+def build_tokenizer(spec: dict, train_jsonl: Path, out_dir: Path) -> None:
+    tok = spec["tokenizer"]
+    with atomic_directory(out_dir) as tmp:
+        if tok["kind"] == "bpe":
+            records = load_records(train_jsonl)
+            texts = [t for r in records for t in (r.prompt, r.output)]
+            train_bpe_tokenizer(texts, tok.get("vocab_size", 1000), tmp)
+        else:
+            load_tokenizer(tok["name_or_path"]).save_pretrained(str(tmp))
+    log(f"tokenizer written to {out_dir}")
+
+
+# --------------------------------------------------------------------------- training jobs
+def _sft(model, tokenizer, records: list[Record], train_cfg: dict, spec: dict, seed: int,
+         device: torch.device, checkpoint_dir: Path | None) -> dict[str, Any]:
+    encoded = encode_records(tokenizer, records, **spec["lengths"])
+    cfg = TrainConfig.from_dict(train_cfg)
+    ctx = ScheduleContext(tuple(r.id for r in records), cfg.epochs, seed)
+    method = SupervisedFineTuning(SupervisedFineTuning.Config())
+    return train(model, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
+                 checkpoint_dir=checkpoint_dir, log=log)
+
+
+def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
+    device = _device(spec)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = build_model(spec["model"], tokenizer, spec["seed"])
+    log(f"teacher: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
+    metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["train"], spec, spec["seed"], device,
+                   out_dir.with_name(out_dir.name + ".ckpt"))
+    with atomic_directory(out_dir) as tmp:
+        save_model(model.float().cpu(), tokenizer, tmp)
+    write_result(metrics_path, "train", spec, {"role": "teacher", "parameters": count_parameters(model),
+                                               "precision": spec["train"]["precision"], "metrics": metrics})
+
+
+def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
+    device = _device(spec)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = build_model(spec["model"], tokenizer, spec["seed"])
+    log(f"student: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
+    metrics = None
+    if spec.get("warmup"):
+        metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["warmup"], spec, spec["seed"], device,
+                       out_dir.with_name(out_dir.name + ".ckpt"))
+    with atomic_directory(out_dir) as tmp:
+        save_model(model.float().cpu(), tokenizer, tmp)
+    write_result(metrics_path, "train", spec, {"role": "student_init", "parameters": count_parameters(model),
+                                               "precision": (spec.get("warmup") or {}).get("precision", "fp32"),
+                                               "metrics": metrics})
+
+
+def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher_dir: Path,
+                       out_csv: Path, out_summary: Path) -> None:
+    from kdbench.difficulty import sequence_ce, signal_quality
+    from kdbench.generation import generate
+    from kdbench.metrics import rouge_l
+
+    device = _device(spec["student"])
+    records = load_records(train_jsonl)
+    tokenizer = load_tokenizer(student_dir)
+    encoded = encode_records(tokenizer, records, **spec["student"]["lengths"])
+    prof = spec["profile"]
+    timings = {}
+    t0 = time.perf_counter()
+    student = load_model(student_dir)
+    student_ce = sequence_ce(student, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
+                             device=device)
+    timings["student_ce_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decoding = {"decoding": "greedy", "max_new_tokens": prof["max_new_tokens"],
+                "no_repeat_ngram_size": prof["no_repeat_ngram_size"]}
+    predictions, gen_stats = generate(student, tokenizer, [r.prompt for r in records],
+                                      max_prompt_tokens=spec["student"]["lengths"]["max_prompt_tokens"],
+                                      decoding=decoding, seed=0, batch_size=prof["batch_size"], device=device)
+    student_rouge = rouge_l(predictions, [list(r.references) for r in records])
+    timings["student_generation_s"] = time.perf_counter() - t0
+    del student
+    t0 = time.perf_counter()
+    teacher = load_model(teacher_dir)
+    teacher_ce = sequence_ce(teacher, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
+                             device=device)
+    timings["teacher_ce_s"] = time.perf_counter() - t0
+    frame = pd.DataFrame({"id": [r.id for r in records], "student_ce": student_ce,
+                          "student_rouge_l": student_rouge, "teacher_ce": teacher_ce})
+    if all("difficulty" in r.meta for r in records):
+        frame["true_difficulty"] = [r.meta["difficulty"] for r in records]
+    if all("family" in r.meta for r in records):
+        frame["family"] = [r.meta["family"] for r in records]
+    write_text_atomic(out_csv, frame.to_csv(index=False))
+    quality = signal_quality(frame.set_index("id"))
+    write_result(out_summary, "profile", spec, {
+        "n_examples": len(frame), "timings": timings, "wall_s": sum(timings.values()),
+        "generation": gen_stats, "signal_quality": quality.to_dict(orient="records"),
+        "means": {c: float(frame[c].mean()) for c in ("student_ce", "student_rouge_l", "teacher_ce")}})
+
+
+def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokenizer_dir: Path,
+                        out_tensors: Path, out_meta: Path) -> None:
+    from kdbench.teacher_cache import build_cache, cache_key
+
+    device = _device(spec["teacher"])
+    cache = spec["cache"]
+    tokenizer = load_tokenizer(tokenizer_dir)
+    encoded = encode_records(tokenizer, load_records(train_jsonl), **spec["teacher"]["lengths"])
+    key = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"])
+    teacher = load_model(teacher_dir, _teacher_dtype(spec["teacher"]["train"]["precision"], device))
+    tmp = out_tensors.with_name(f".{out_tensors.name}.tmp")
+    meta = build_cache(teacher, encoded, pad_id=tokenizer.pad_token_id, device=device,
+                       batch_size=cache["batch_size"], mode=cache["mode"], storage=cache["storage"],
+                       top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta)
+    tmp.replace(out_tensors)
+    write_result(out_meta, "teacher_cache", spec, {"cache": meta, "wall_s": meta["build_s"]})
+    log(f"teacher cache: {meta['n_examples']} examples, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_s']:.1f}s")
+
+
+def load_profile(path: Path) -> pd.DataFrame:
+    frame = pd.read_csv(path, dtype={"id": str})
+    return frame.set_index("id")
+
+
+def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student_dir: Path,
+            teacher_dir: Path | None, profile_csv: Path | None, out_dir: Path, metrics_path: Path,
+            cache_tensors: Path | None = None, cache_meta: Path | None = None) -> None:
+    device, rank = _init_distributed(_device(spec["student"]))
+    seed = spec["seed"]
+    tokenizer = load_tokenizer(student_dir)
+    records = load_records(train_jsonl)
+    encoded = encode_records(tokenizer, records, **spec["student"]["lengths"])
+    if run == SFT_RUN:
+        method = SupervisedFineTuning(SupervisedFineTuning.Config())
+    else:
+        identity = spec["run"]
+        methods = discover_methods(methods_root)
+        info = methods[identity["method"]]
+        run_spec = RunSpec(run, identity["method"], identity["variant"], run, identity["version"],
+                           identity["hparams"], info.cls.needs_teacher, info.cls.needs_profile, 0)
+        method = instantiate(run_spec, methods)
+    cfg = TrainConfig.from_dict(spec["training"]["train"])
+    difficulty = load_profile(profile_csv) if method.needs_profile else None
+    if difficulty is not None:
+        missing = set(r.id for r in records) - set(difficulty.index)
+        if missing:
+            raise ResultError(f"{profile_csv}: no difficulty for {len(missing)} training examples "
+                              f"(e.g. {sorted(missing)[:3]}); re-run profile_difficulty")
+    ctx = ScheduleContext(tuple(r.id for r in records), cfg.epochs, seed, difficulty)
+    teacher = None
+    if method.needs_teacher and cache_tensors is not None:
+        from kdbench.teacher_cache import CachedTeacher, cache_key
+
+        cache = spec["training"]["teacher_cache"]
+        expected = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"])
+        teacher = CachedTeacher(cache_tensors, read_result(cache_meta, "teacher_cache")["cache"], expected)
+    elif method.needs_teacher:
+        teacher = LiveTeacher(load_model(teacher_dir), device, _teacher_dtype(cfg.precision, device))
+    student = load_model(student_dir)
+    metrics = train(student, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
+                    teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log)
+    if rank != 0:
+        return
+    with atomic_directory(out_dir) as tmp:
+        save_model(student.float().cpu(), tokenizer, tmp)
+    write_result(metrics_path, "train", spec, {"role": "distill", "run": run, "seed": seed,
+                                               "precision": cfg.precision, "metrics": metrics,
+                                               "teacher_source": type(teacher).__name__ if teacher else None})
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int], model_label: str,
+             out_dir: Path, device_name: str = "auto") -> None:
+    """Generate and score once per eval seed; writes es<seed>/predictions.jsonl and es<seed>/scores.json.
+    One job covers every seed of a (model, eval set) so the model is loaded once."""
+    from kdbench.generation import generate
+    from kdbench.metrics import exact_match, rouge_l
+
+    device = resolve_device(device_name)
+    records = load_records(eval_jsonl)
+    decoding = spec["decoding"]
+    if decoding["max_examples"]:
+        records = records[:decoding["max_examples"]]
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir)
+    references = [list(r.references) for r in records]
+    for eval_seed in eval_seeds:
+        predictions, gen_stats = generate(model, tokenizer, [r.prompt for r in records],
+                                          max_prompt_tokens=spec["lengths"]["max_prompt_tokens"],
+                                          decoding=decoding, seed=eval_seed, batch_size=decoding["batch_size"],
+                                          device=device)
+        t0 = time.perf_counter()
+        rouge = rouge_l(predictions, references)
+        em = exact_match(predictions, references)
+        scoring_s = time.perf_counter() - t0
+        rows = [{"id": r.id, "prediction": p, "references": list(r.references), "rouge_l": s, "exact_match": e,
+                 **({"true_difficulty": r.meta["difficulty"]} if "difficulty" in r.meta else {})}
+                for r, p, s, e in zip(records, predictions, rouge, em)]
+        seed_dir = out_dir / f"es{eval_seed}"
+        write_jsonl_atomic(seed_dir / "predictions.jsonl", rows)
+        n = len(rows)
+        write_result(seed_dir / "scores.json", "scores", {**spec, "eval_seed": eval_seed}, {
+            "model": model_label, "eval_set": spec["eval_set"], "eval_seed": eval_seed, "n": n,
+            "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n,
+            "predictions_file": "predictions.jsonl", "predictions_sha256": sha256_file(seed_dir / "predictions.jsonl"),
+            "generation": gen_stats, "scoring_s": scoring_s, "device": str(device)})
+        log(f"{model_label} on {spec['eval_set']} seed {eval_seed}: Rouge-L {sum(rouge) / n:.2f} over {n}")
+
+
+def read_predictions(path: Path, expected: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    if expected is not None and len(rows) != expected:
+        raise ResultError(f"{path}: {len(rows)} predictions but the scores file says {expected}")
+    return rows

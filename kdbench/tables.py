@@ -1,0 +1,525 @@
+"""Paper-style tables built with pandas from the per-run result JSONs.
+
+One :class:`Table` object per table; Markdown, LaTeX (booktabs, escaped) and CSV are rendered from it.
+  scores      Rouge-L mean ± sd (n = training seeds × eval seeds) per model and eval set, plus Avg.
+              Every student row is compared with vanilla KD trained with the same loss (its
+              hyperparameter ``loss``, default fkl; SFT against KD-FKL) by a paired bootstrap over
+              examples: ↑/↓ = significantly better/worse at ``tables.significance_level``,
+              † = |Δ| within seed noise. Δ, p-values (raw and Holm-adjusted) and the bootstrap
+              CIs are columns of scores.csv; the method is documented in docs/statistics.md.
+  runtime     wall-clock per phase (teacher SFT, student init, profiling, distillation per run,
+              evaluation), tokens, tokens/s, peak RSS, training time relative to vanilla KD
+  difficulty  Spearman correlation of each difficulty signal with the ground-truth level
+build_tables() also draws the figures of kdbench.plots next to the tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kdbench.errors import ResultError
+from kdbench.io import sha256_file, write_text_atomic
+from kdbench.methods import SFT_RUN, TEACHER_RUN
+from kdbench.results import read_result
+
+SCORE_PATH = re.compile(r"eval/(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<eval_set>[^/]+)/es(?P<eval_seed>\d+)/scores\.json$")
+REFERENCE_LABELS = {TEACHER_RUN: "Teacher", SFT_RUN: "SFT (student)"}
+DEFAULT_LOSS = "fkl"                 # a method without a `loss` hyperparameter (TAID) and SFT compare to KD-FKL
+BOOTSTRAP_SEED = 20250101            # fixed part of every bootstrap RNG seed: the tables are deterministic
+MARK_BETTER, MARK_WORSE, MARK_NOISE = "↑", "↓", "†"
+AVG = "avg"                          # the column key of Avg. in the comparison results
+
+
+@dataclass
+class Table:
+    name: str
+    title: str
+    display: pd.DataFrame                 # formatted cells, the row label as the first column
+    data: pd.DataFrame                    # numeric values for CSV
+    footnotes: list[str] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        header = "| " + " | ".join(self.display.columns) + " |"
+        rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(self.display.columns))) + "|"
+        body = ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |"
+                for row in self.display.itertuples(index=False)]
+        notes = [f"\n{i + 1}. {note}" for i, note in enumerate(self.footnotes)]
+        return f"### {self.title}\n\n" + "\n".join([header, rule, *body]) + ("\n" + "".join(notes) if notes else "") + "\n"
+
+    def to_latex(self) -> str:
+        cols = "l" + "r" * (len(self.display.columns) - 1)
+        lines = [f"% {latex_escape(self.title)}", r"\begin{table}[t]", r"\centering",
+                 rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+                 " & ".join(latex_escape(c) for c in self.display.columns) + r" \\", r"\midrule"]
+        for row in self.display.itertuples(index=False):
+            lines.append(" & ".join(latex_escape(str(v)) for v in row) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        for note in self.footnotes:
+            lines.append(rf"\par\footnotesize {latex_escape(note)}")
+        lines += [rf"\caption{{{latex_escape(self.title)}}}", rf"\label{{tab:kdbench-{self.name}}}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self) -> str:
+        return self.data.to_csv(index=False)
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$",
+                  "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "↑": r"$\uparrow$", "↓": r"$\downarrow$",
+                  "†": r"\textsuperscript{\dag}", "‡": r"\textsuperscript{\ddag}", "Δ": r"$\Delta$",
+                  "ρ": r"$\rho$", "α": r"$\alpha$", "≈": r"$\approx$", "→": r"$\to$", "–": "--", "—": "---",
+                  "·": r"$\cdot$", "|": r"\textbar{}", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(LATEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def mean_sd(values) -> tuple[float, float, int]:
+    series = pd.Series(list(values), dtype="float64")
+    return float(series.mean()), float(series.std(ddof=1)) if len(series) > 1 else 0.0, len(series)
+
+
+def fmt_mean_sd(mean: float, sd: float, n: int) -> str:
+    return f"{mean:.2f} ± {sd:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+# --------------------------------------------------------------------------- loading
+@dataclass(frozen=True)
+class ExampleScores:
+    """Per-example Rouge-L of one (run, training seed, eval set, eval seed), indexed by example id."""
+
+    path: Path
+    scores: pd.Series
+
+
+def read_example_scores(predictions: Path, scores_path: Path, doc: dict) -> ExampleScores:
+    """The predictions file of one scores.json, checked against it (count, hash, mean, unique ids)."""
+    if not predictions.is_file():
+        raise ResultError(f"{predictions}: predictions file missing for {scores_path}")
+    text = predictions.read_text(encoding="utf-8")
+    ids, values = [], []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            ids.append(str(row["id"]))
+            values.append(float(row["rouge_l"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ResultError(f"{predictions}:{lineno}: not a prediction row with an 'id' and a numeric "
+                              f"'rouge_l' ({type(exc).__name__}: {exc})") from None
+    if len(ids) != doc["n"]:
+        raise ResultError(f"{predictions}: {len(ids)} predictions but {scores_path} reports n = {doc['n']}")
+    expected_hash = doc.get("predictions_sha256")
+    if expected_hash and sha256_file(predictions) != expected_hash:
+        raise ResultError(f"{predictions}: file changed after {scores_path} was written (sha256 differs); "
+                          "re-run its evaluation")
+    series = pd.Series(values, index=pd.Index(ids, name="id"), dtype="float64", name="rouge_l")
+    if series.index.has_duplicates:
+        dup = series.index[series.index.duplicated()].unique()[:3].tolist()
+        raise ResultError(f"{predictions}: duplicate example ids {dup}")
+    if ids and not math.isclose(series.mean(), doc["rouge_l"], rel_tol=1e-6, abs_tol=1e-6):
+        raise ResultError(f"{predictions}: mean Rouge-L {series.mean():.6f} disagrees with {scores_path} "
+                          f"({doc['rouge_l']:.6f})")
+    return ExampleScores(predictions, series)
+
+
+def load_results(results: Path) -> tuple[pd.DataFrame, dict[tuple, ExampleScores]]:
+    """One row per scores.json, and the per-example scores keyed by (run, seed, eval_set, eval_seed)."""
+    rows, examples = [], {}
+    for path in sorted(results.glob("eval/*/seed*/*/es*/scores.json")):
+        match = SCORE_PATH.search(path.relative_to(results).as_posix())
+        if not match:
+            continue
+        doc = read_result(path, "scores")
+        key = (match["run"], int(match["seed"]), match["eval_set"], int(match["eval_seed"]))
+        examples[key] = read_example_scores(path.with_name(doc["predictions_file"]), path, doc)
+        rows.append({"run": key[0], "seed": key[1], "eval_set": key[2], "eval_seed": key[3],
+                     "rouge_l": doc["rouge_l"], "exact_match": doc["exact_match"], "n_examples": doc["n"],
+                     "generation_s": doc["generation"]["wall_s"], "scoring_s": doc["scoring_s"],
+                     "new_tokens": doc["generation"]["new_tokens"]})
+    if not rows:
+        raise ResultError(f"{results}: no scores.json found under eval/; run the workflow first")
+    return pd.DataFrame(rows), examples
+
+
+def load_scores(results: Path) -> pd.DataFrame:
+    return load_results(results)[0]
+
+
+def check_complete(scores: pd.DataFrame, expected: dict[str, Any] | None, results: Path) -> None:
+    """Every (model, seed, eval set, eval seed) the config asks for must be present: never a smaller table."""
+    if expected:
+        wanted = {(TEACHER_RUN, expected["teacher_seed"])}
+        wanted |= {(run, seed) for run in [SFT_RUN, *expected["runs"]] for seed in expected["seeds"]}
+        cells = {(r, s, e, q) for r, s in wanted for e in expected["eval_sets"] for q in expected["eval_seeds"]}
+    else:
+        models = set(zip(scores.run, scores.seed))
+        cells = {(r, s, e, q) for r, s in models for e in set(scores.eval_set) for q in set(scores.eval_seed)}
+    present = set(zip(scores.run, scores.seed, scores.eval_set, scores.eval_seed))
+    missing = sorted(cells - present)
+    if missing:
+        shown = ", ".join(str(results / f"eval/{r}/seed{s}/{e}/es{q}/scores.json") for r, s, e, q in missing[:5])
+        raise ResultError(f"{results}: {len(missing)} result(s) missing, e.g. {shown}")
+
+
+def eval_set_info(results: Path, eval_sets: list[str]) -> dict[str, dict]:
+    info = {}
+    for name in eval_sets:
+        path = results / "evalsets" / f"{name}.json"
+        info[name] = read_result(path, "eval_set") if path.is_file() else {"display_name": name, "info": {}}
+    return info
+
+
+def losses_from_results(results: Path, runs: list[str], seeds: list[int]) -> dict[str, str]:
+    """Each run's loss from the resolved hyperparameters recorded in its train.json (no config at hand)."""
+    losses = {}
+    for run in runs:
+        paths = [results / "runs" / run / f"seed{s}" / "train.json" for s in seeds]
+        found = next((p for p in paths if p.is_file()), None)
+        hparams = ((read_result(found, "train")["spec"].get("run") or {}).get("hparams") or {}) if found else {}
+        losses[run] = hparams.get("loss", DEFAULT_LOSS)
+    return losses
+
+
+# --------------------------------------------------------------------------- statistics
+def baseline_pairs(runs: list[str], methods: dict[str, str], losses: dict[str, str],
+                   baseline: str) -> dict[str, str | None]:
+    """Run -> the vanilla-KD run trained with the same loss (None: the baseline itself, or none exists).
+
+    SFT and methods without a ``loss`` hyperparameter (TAID) compare to KD with the default loss (FKL)."""
+    by_loss: dict[str, str] = {}
+    for run in runs:
+        if methods.get(run) == baseline:
+            by_loss.setdefault(losses.get(run, DEFAULT_LOSS), run)
+    pairs = {SFT_RUN: by_loss.get(DEFAULT_LOSS)}
+    for run in runs:
+        pairs[run] = None if methods.get(run) == baseline else by_loss.get(losses.get(run, DEFAULT_LOSS))
+    return pairs
+
+
+def bootstrap_rng(*parts: str) -> np.random.Generator:
+    """A generator seeded from the compared runs and the eval set only: deterministic, order-independent."""
+    return np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32("|".join(parts).encode("utf-8"))])
+
+
+def bootstrap_means(diffs: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``samples`` resamples (with replacement, same size) of the per-example differences."""
+    n = len(diffs)
+    out = np.empty(samples, dtype=np.float64)
+    chunk = max(1, 4_000_000 // max(1, n))          # bounds memory for large eval sets
+    for start in range(0, samples, chunk):
+        size = min(chunk, samples - start)
+        out[start:start + size] = diffs[rng.integers(0, n, size=(size, n))].mean(axis=1)
+    return out
+
+
+def bootstrap_p_value(boot: np.ndarray, delta: float) -> float:
+    """Two-sided p for H0: mean difference 0, from the bootstrap distribution shifted to the null
+    (|δ* − δ| ≥ |δ|), with the +1 correction so that p is never 0."""
+    extreme = np.count_nonzero(np.abs(boot - delta) >= abs(delta) - 1e-12)
+    return float((1 + extreme) / (len(boot) + 1))
+
+
+def holm_adjust(p_values: list[float]) -> list[float]:
+    """Holm–Bonferroni step-down adjusted p-values (NaN stays NaN)."""
+    valid = [(p, i) for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
+    adjusted = [float("nan")] * len(p_values)
+    running, m = 0.0, len(valid)
+    for rank, (p, i) in enumerate(sorted(valid)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def example_differences(examples: dict[tuple, ExampleScores], run: str, base: str,
+                        eval_set: str) -> tuple[np.ndarray, int]:
+    """Per-example score difference run − base, averaged over the (training seed, eval seed) draws both
+    have, aligned by example id. Raises ResultError naming both files when the prompts differ."""
+    draws = {(s, q) for (r, s, e, q) in examples if r == run and e == eval_set}
+    base_draws = {(s, q) for (r, s, e, q) in examples if r == base and e == eval_set}
+    common = sorted(draws & base_draws)
+    if not common:
+        raise ResultError(f"no (training seed, eval seed) draw in common between '{run}' {sorted(draws)} and "
+                          f"'{base}' {sorted(base_draws)} on {eval_set}: cannot pair them")
+    reference = examples[(base, common[0][0], eval_set, common[0][1])]
+    order = reference.scores.index
+    diffs = []
+    for seed, eval_seed in common:
+        ours, theirs = examples[(run, seed, eval_set, eval_seed)], examples[(base, seed, eval_set, eval_seed)]
+        for other in (theirs, ours):
+            if len(other.scores) != len(order) or not other.scores.index.isin(order).all():
+                only_a = sorted(set(other.scores.index) - set(order))[:3]
+                only_b = sorted(set(order) - set(other.scores.index))[:3]
+                raise ResultError(f"{other.path} and {reference.path}: prediction ids differ ({len(other.scores)} "
+                                  f"vs {len(order)} rows; only in the first e.g. {only_a}, only in the second "
+                                  f"e.g. {only_b}); a paired test needs the same prompts")
+        diffs.append(ours.scores.reindex(order).to_numpy() - theirs.scores.reindex(order).to_numpy())
+    return np.mean(diffs, axis=0), len(common)
+
+
+def draw_sd(scores: pd.DataFrame, run: str, column: str) -> tuple[float, int]:
+    """The sd of a run's score across its (training seed, eval seed) draws: the ± of its table cell."""
+    sub = scores[scores.run == run]
+    values = sub.groupby(["seed", "eval_seed"]).rouge_l.mean() if column == AVG else \
+        sub[sub.eval_set == column].rouge_l
+    _, sd, n = mean_sd(values)
+    return sd, n
+
+
+def paired_comparisons(scores: pd.DataFrame, examples: dict[tuple, ExampleScores], pairs: dict[str, str | None],
+                       eval_sets: list[str], samples: int, alpha: float) -> pd.DataFrame:
+    """One row per (run, column) with a baseline: Δ, bootstrap CI, p (raw and Holm), seed-noise flag.
+
+    Per eval set the statistic is the mean per-example difference; Avg. is the mean of the eval sets'
+    differences, bootstrapped by resampling within every eval set (stratified) with the same resamples."""
+    rows = []
+    for run, base in pairs.items():
+        if base is None or run not in set(scores.run):
+            continue
+        boots, deltas, sizes, n_draws = {}, {}, {}, {}
+        for es in eval_sets:
+            diffs, n_draws[es] = example_differences(examples, run, base, es)
+            deltas[es], sizes[es] = float(diffs.mean()), len(diffs)
+            boots[es] = bootstrap_means(diffs, samples, bootstrap_rng(run, base, es))
+        boots[AVG] = np.mean([boots[es] for es in eval_sets], axis=0)
+        deltas[AVG], sizes[AVG], n_draws[AVG] = float(np.mean([deltas[es] for es in eval_sets])), \
+            sum(sizes.values()), min(n_draws.values())
+        for column in [*eval_sets, AVG]:
+            delta, boot = deltas[column], boots[column]
+            low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+            p = bootstrap_p_value(boot, delta)
+            sd, n_base = draw_sd(scores, base, column)
+            rows.append({"run": run, "baseline": base, "column": column, "delta": delta,
+                         "ci_low": float(low), "ci_high": float(high), "p": p,
+                         "significant": bool(p < alpha), "baseline_sd": sd if n_base > 1 else float("nan"),
+                         "within_noise": bool(abs(delta) < sd) if n_base > 1 else None,
+                         "n_examples": sizes[column], "n_draws": n_draws[column]})
+    frame = pd.DataFrame(rows, columns=["run", "baseline", "column", "delta", "ci_low", "ci_high", "p",
+                                        "significant", "baseline_sd", "within_noise", "n_examples", "n_draws"])
+    frame["p_holm"] = holm_adjust(frame.p.tolist())
+    return frame
+
+
+def marks(comparison: dict | None) -> str:
+    if comparison is None:
+        return ""
+    mark = ""
+    if comparison["significant"]:
+        mark += MARK_BETTER if comparison["delta"] > 0 else MARK_WORSE
+    if comparison["within_noise"]:
+        mark += MARK_NOISE
+    return f" {mark}" if mark else ""
+
+
+# --------------------------------------------------------------------------- tables
+def row_order(runs: list[str], labels: dict[str, str]) -> list[str]:
+    refs = [r for r in (TEACHER_RUN, SFT_RUN) if r in runs]
+    return refs + [r for r in labels if r in runs and r not in refs] + sorted(set(runs) - set(refs) - set(labels))
+
+
+def run_label(run: str, labels: dict[str, str]) -> str:
+    return REFERENCE_LABELS.get(run, labels.get(run, run))
+
+
+def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[str], set_info: dict,
+                 comparisons: pd.DataFrame | None = None, pairs: dict[str, str | None] | None = None,
+                 alpha: float = 0.05, samples: int = 2000, baseline: str = "vanilla_kd") -> Table:
+    order = row_order(list(scores.run.unique()), labels)
+    found = {} if comparisons is None else {(r["run"], r["column"]): r for r in comparisons.to_dict("records")}
+    pairs = pairs or {}
+    display_rows, data_rows = [], []
+    for run in order:
+        sub = scores[scores.run == run]
+        cells = {"Model": run_label(run, labels)}
+        data = {"run": run, "model": cells["Model"]}
+        for es in eval_sets:
+            m, sd, n = mean_sd(sub[sub.eval_set == es].rouge_l)
+            cells[set_info[es]["display_name"]] = fmt_mean_sd(m, sd, n) + marks(found.get((run, es)))
+            data.update({f"{es}_mean": m, f"{es}_sd": sd, f"{es}_n": n})
+        # Avg.: per (seed, eval seed), the mean over eval sets; then mean ± sd of those.
+        per_draw = sub.groupby(["seed", "eval_seed"]).rouge_l.mean()
+        m, sd, n = mean_sd(per_draw)
+        cells["Avg."] = fmt_mean_sd(m, sd, n) + marks(found.get((run, AVG)))
+        cells["n"] = str(n)
+        data.update({"avg_mean": m, "avg_sd": sd, "n": n})
+        base = pairs.get(run)
+        avg_cmp = found.get((run, AVG))
+        cells["Δ Avg."] = f"{avg_cmp['delta']:+.2f}" if avg_cmp else "–"
+        cells["vs."] = run_label(base, labels) if avg_cmp else "–"
+        data["baseline"] = base if avg_cmp else None
+        for column in [*eval_sets, AVG]:
+            cmp = found.get((run, column)) or {}
+            for key in ("delta", "ci_low", "ci_high", "p", "p_holm", "significant", "baseline_sd", "within_noise"):
+                data[f"{column}_{key}"] = cmp.get(key)
+        data["paired_draws"] = avg_cmp["n_draws"] if avg_cmp else None
+        display_rows.append(cells)
+        data_rows.append(data)
+    footnotes = ["Rouge-L (F, ×100), mean ± sd over n = training seeds × eval seeds; Avg. averages the eval "
+                 "sets within each (training seed, eval seed) draw first."]
+    if found:
+        level = f"{alpha:g}"
+        footnotes.append(
+            f"{MARK_BETTER}/{MARK_WORSE}: better/worse than the run in column 'vs.' (vanilla KD with the same "
+            f"loss; SFT and methods without a loss setting vs. KD with {DEFAULT_LOSS.upper()}) at p < {level}, two-sided paired bootstrap over examples "
+            f"({samples} resamples) of the per-example differences averaged over the matching (training seed, "
+            f"eval seed) draws; not corrected for multiple comparisons (Holm-adjusted p-values in the CSV). "
+            f"{MARK_NOISE}: within seed noise, |Δ| smaller than the baseline's sd across seed draws. "
+            "Δ Avg.: difference in Avg. Method: docs/statistics.md.")
+        if any(r["within_noise"] is None for r in found.values()):
+            footnotes.append("Seed noise cannot be assessed with a single (training seed, eval seed) draw: "
+                             f"no {MARK_NOISE} marks there.")
+    elif any(pairs.get(r) is None for r in order if r not in (TEACHER_RUN,)):
+        footnotes.append(f"No paired tests: this config has no '{baseline}' run with a matching loss.")
+    for es in eval_sets:
+        footnotes += set_info[es].get("info", {}).get("footnotes", [])
+    return Table("scores", "Rouge-L on the evaluation sets", pd.DataFrame(display_rows), pd.DataFrame(data_rows),
+                 footnotes)
+
+
+def _train_row(phase: str, label: str, docs: list[dict]) -> dict[str, Any]:
+    metrics = [d["metrics"] for d in docs if d.get("metrics")]
+    if not metrics:
+        return {"phase": phase, "label": label, "wall_s": 0.0, "tokens": 0, "tokens_per_s": None,
+                "peak_rss_mb": None, "teacher_forward_passes": 0, "examples": 0, "n": len(docs)}
+    wall, _, n = mean_sd(m["wall_s"] for m in metrics)
+    tokens = sum(m["tokens"] for m in metrics) / n
+    return {"phase": phase, "label": label, "wall_s": wall, "tokens": tokens,
+            "tokens_per_s": tokens / wall if wall else None,
+            "peak_rss_mb": max(m["peak_rss_mb"] for m in metrics),
+            "teacher_forward_passes": sum(m.get("teacher_forward_passes", 0) for m in metrics) / n,
+            "examples": sum(m["examples"] for m in metrics) / n, "n": n}
+
+
+def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], methods: dict[str, str],
+                  seeds: list[int], baseline: str, pairs: dict[str, str | None] | None = None) -> Table:
+    rows = [_train_row("teacher SFT", "Teacher SFT", [read_result(results / "teacher" / "train.json", "train")]),
+            _train_row("student init", "Student init (warm-up SFT)",
+                       [read_result(results / "student_init" / "train.json", "train")])]
+    profile = results / "profile" / "summary.json"
+    if profile.is_file():
+        doc = read_result(profile, "profile")
+        rows.append({"phase": "profiling", "label": "Difficulty profiling", "wall_s": doc["wall_s"],
+                     "tokens": None, "tokens_per_s": None, "peak_rss_mb": None, "teacher_forward_passes": None,
+                     "examples": doc["n_examples"], "n": 1})
+    train_rows = {}
+    for run in [SFT_RUN, *labels]:
+        docs = [read_result(results / "runs" / run / f"seed{s}" / "train.json", "train") for s in seeds]
+        row = _train_row("distillation", run_label(run, labels), docs)
+        row["run"] = run
+        train_rows[run] = row
+        rows.append(row)
+    for row in rows:
+        row.setdefault("run", None)
+    # Relative to vanilla KD with the same loss (POCL-FKL vs KD-FKL, CPD vs KD-SRKL), else its first run.
+    baseline_runs = [r for r, m in methods.items() if m == baseline]
+    pairs = pairs or {}
+    for run, row in train_rows.items():
+        ref = run if methods.get(run) == baseline else pairs.get(run) or (baseline_runs[0] if baseline_runs else None)
+        row["relative_to_kd"] = row["wall_s"] / train_rows[ref]["wall_s"] if ref and train_rows[ref]["wall_s"] else None
+        row["kd_reference"] = ref
+    eval_wall = scores.groupby("run")[["generation_s", "scoring_s"]].sum()
+    for run in row_order(list(eval_wall.index), labels):
+        rows.append({"phase": "evaluation", "run": run, "label": f"Evaluation: {run_label(run, labels)}",
+                     "wall_s": float(eval_wall.loc[run].sum()), "tokens": float(scores[scores.run == run].new_tokens.sum()),
+                     "tokens_per_s": None, "peak_rss_mb": None, "teacher_forward_passes": None, "examples": None,
+                     "n": int((scores.run == run).sum())})
+    data = pd.DataFrame(rows)
+    display = pd.DataFrame({
+        "Phase": data.label,
+        "Wall-clock (s)": data.wall_s.map(lambda v: f"{v:.1f}"),
+        "Tokens/s": data.tokens_per_s.map(lambda v: "–" if v is None or pd.isna(v) else f"{v:,.0f}"),
+        "Examples seen": data.examples.map(lambda v: "–" if v is None or pd.isna(v) else f"{v:,.0f}"),
+        "Teacher fwd": data.teacher_forward_passes.map(lambda v: "–" if v is None or pd.isna(v) else f"{v:,.0f}"),
+        "Rel. to KD": data.get("relative_to_kd", pd.Series([None] * len(data))).map(
+            lambda v: "–" if v is None or pd.isna(v) else f"{v:.2f}×"),
+    })
+    notes = [f"Training rows: mean over {len(seeds)} training seed(s); 'Rel. to KD' divides by vanilla KD with the "
+             "same loss (the reference of the paired tests in the scores table). Evaluation rows: generation + "
+             "scoring summed over eval sets and seeds."]
+    return Table("runtime", "Wall-clock runtime per phase", display, data, notes)
+
+
+def difficulty_table(results: Path) -> Table:
+    path = results / "profile" / "summary.json"
+    rows = read_result(path, "profile")["signal_quality"] if path.is_file() else []
+    data = pd.DataFrame(rows, columns=["signal", "spearman", "n"])
+    display = pd.DataFrame({"Difficulty signal": data.signal,
+                            "Spearman ρ with true level": data.spearman.map(lambda v: f"{v:+.3f}"),
+                            "n": data.n.map(str)})
+    notes = ["Spearman correlation between each signal's easy→hard ranking and the ground-truth difficulty level "
+             "(synthetic suite only)."]
+    if data.empty:
+        notes = ["No ground-truth difficulty in this data source (or no method used the profile)."]
+    return Table("difficulty", "How well each difficulty signal ranks the data", display, data, notes)
+
+
+def write_table(table: Table, out_dir: Path) -> list[Path]:
+    written = []
+    for ext, text in (("md", table.to_markdown()), ("tex", table.to_latex()), ("csv", table.to_csv())):
+        path = out_dir / f"{table.name}.{ext}"
+        write_text_atomic(path, text)
+        written.append(path)
+    return written
+
+
+def expected_from_config(config: dict) -> dict[str, Any]:
+    """What the workflow's paper_tables rule passes as --config-json, computed from a loaded config."""
+    from kdbench.methods import discover_methods, resolve_runs
+
+    runs = resolve_runs(config, discover_methods(config["methods"]["root"]))
+    return {"tables": config["tables"], "runs": {r: s.label for r, s in runs.items()},
+            "methods": {r: s.method for r, s in runs.items()},
+            "losses": {r: s.hparams.get("loss", DEFAULT_LOSS) for r, s in runs.items()},
+            "eval_sets": config["evaluation"]["sets"], "seeds": config["training"]["seeds"],
+            "eval_seeds": config["evaluation"]["seeds"], "teacher_seed": config["teacher"]["seed"],
+            "name": config.get("name")}
+
+
+def build_tables(results: Path, out_dir: Path, config: dict | None = None,
+                 config_json: dict | None = None, plots: bool = True) -> list[Path]:
+    from kdbench.config import TABLE_DEFAULTS
+
+    expected = config_json
+    if expected is None and config is not None:
+        expected = expected_from_config(config)
+    scores, examples = load_results(results)
+    check_complete(scores, expected, results)
+    if expected:
+        labels, methods = expected["runs"], expected["methods"]
+        eval_sets, seeds = expected["eval_sets"], expected["seeds"]
+        settings = {**TABLE_DEFAULTS, **(expected.get("tables") or {})}
+        scores = scores[scores.run.isin([TEACHER_RUN, SFT_RUN, *labels]) & scores.eval_set.isin(eval_sets)]
+        losses = expected.get("losses") or losses_from_results(results, list(labels), seeds)
+    else:
+        trained = sorted(set(scores.run) - {TEACHER_RUN, SFT_RUN})
+        labels = {r: r for r in trained}
+        methods = {r: r.split("-", 1)[0] for r in trained}
+        eval_sets = sorted(scores.eval_set.unique())
+        seeds = sorted(scores[scores.run == SFT_RUN].seed.unique().tolist())
+        settings = dict(TABLE_DEFAULTS)
+        losses = losses_from_results(results, trained, seeds)
+    baseline, alpha, samples = settings["baseline"], settings["significance_level"], settings["bootstrap_samples"]
+    pairs = baseline_pairs(list(labels), methods, losses, baseline)
+    comparisons = paired_comparisons(scores, examples, pairs, eval_sets, samples, alpha)
+    set_info = eval_set_info(results, eval_sets)
+    written = []
+    for table in (scores_table(scores, labels, eval_sets, set_info, comparisons, pairs, alpha, samples, baseline),
+                  runtime_table(results, scores, labels, methods, seeds, baseline, pairs),
+                  difficulty_table(results)):
+        written += write_table(table, out_dir)
+    if plots:
+        from kdbench.plots import build_plots
+
+        written += build_plots(results, out_dir, scores, labels, methods, seeds, losses)
+    return written

@@ -1,0 +1,330 @@
+"""The one training loop. Every method — SFT, vanilla KD, POCL, CPD, L2M-KD, TAID — runs through
+``train``; they differ only through the hooks of :class:`kdbench.methods.Method` (which examples each
+epoch sees, the loss at each step, per-step state). Runtime comparisons are fair by construction.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from kdbench.batching import Encoded, collate
+from kdbench.errors import TrainingError
+from kdbench.methods import Method, Schedule, ScheduleContext, StepInfo
+from kdbench.models import PRECISIONS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    lr: float
+    lr_min: float = 0.0
+    lr_schedule: str = "cosine"          # cosine | constant
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    global_batch_size: int = 32          # examples per optimiser step, whatever the device count
+    micro_batch_size: int = 32           # examples per forward pass on one device
+    precision: str = "fp32"              # fp32 | bf16 | fp16
+    log_every: int = 10
+    checkpoint_every: int = 0            # optimiser steps between checkpoints; 0 = never
+
+    @classmethod
+    def from_dict(cls, section: dict) -> "TrainConfig":
+        return cls(**section)
+
+    def accumulation_steps(self, world_size: int) -> int:
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise TrainingError(f"training.global_batch_size={self.global_batch_size} is not a multiple of "
+                                f"micro_batch_size ({self.micro_batch_size}) x devices ({world_size})")
+        return self.global_batch_size // per_step
+
+
+# --------------------------------------------------------------------------- teacher
+class LiveTeacher:
+    """Runs the teacher forward on each batch (eval mode, no grad)."""
+
+    def __init__(self, model, device: torch.device, dtype: torch.dtype):
+        self.model = model.to(device=device, dtype=dtype).eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        self.forward_passes = 0
+
+    @torch.no_grad()
+    def logits(self, batch: dict[str, torch.Tensor], example_ids: list[str]) -> torch.Tensor:
+        self.forward_passes += 1
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        return out.logits
+
+
+# --------------------------------------------------------------------------- helpers
+def epoch_order(indices: tuple[int, ...], seed: int, epoch: int) -> list[int]:
+    """A permutation of one epoch's examples that depends only on (seed, epoch)."""
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(indices)
+    rng.shuffle(order)
+    return order
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    span = max(1, total - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.lr_min / cfg.lr
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, cfg: TrainConfig, total_steps: int):
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim < 2 else decay).append(param)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, total_steps))
+    return optimizer, scheduler
+
+
+def check_schedule(schedule: Schedule, n_examples: int) -> None:
+    if not schedule.stages or not schedule.epochs:
+        raise TrainingError("the method's schedule has no epochs")
+    for plan in schedule.epochs:
+        if not plan.indices:
+            raise TrainingError("the method's schedule has an empty epoch")
+        bad = [i for i in plan.indices if not 0 <= i < n_examples]
+        if bad:
+            raise TrainingError(f"the method's schedule refers to example positions {bad[:5]} outside 0..{n_examples - 1}")
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --------------------------------------------------------------------------- the loop
+def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext, cfg: TrainConfig, *,
+          pad_id: int, seed: int, device: torch.device, teacher=None, checkpoint_dir: str | Path | None = None,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``student`` in place following ``method``; returns the training metrics.
+
+    Under ``torchrun`` (an initialised process group) each global batch is split into contiguous
+    per-rank slices and the student is wrapped in DistributedDataParallel: the same global batch
+    gives the same optimisation whatever the number of processes (gradient accumulation makes up
+    the difference), so a 2-process run matches a 1-process run with twice the accumulation."""
+    world_size, rank = distributed_context()
+    if method.needs_teacher and teacher is None:
+        raise TrainingError(f"{type(method).__name__} needs a teacher but none was given")
+    schedule = method.schedule(ctx)
+    check_schedule(schedule, len(encoded))
+    accumulation = cfg.accumulation_steps(world_size)
+    batches_per_epoch = [math.ceil(len(p.indices) / cfg.global_batch_size) for p in schedule.epochs]
+    stage_steps = []
+    epoch_cursor = 0
+    for stage in schedule.stages:
+        stage_steps.append(sum(batches_per_epoch[epoch_cursor:epoch_cursor + len(stage.epochs)]))
+        epoch_cursor += len(stage.epochs)
+    total_steps = sum(stage_steps)
+    autocast_dtype = PRECISIONS[cfg.precision]
+    use_autocast = autocast_dtype != torch.float32
+    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+
+    student.to(device).train()
+    model = student
+    if world_size > 1:
+        model = torch.nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+    torch.manual_seed(seed)
+    ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
+    resume = torch.load(ckpt_path, weights_only=False) if ckpt_path and ckpt_path.is_file() else None
+
+    history: list[dict[str, Any]] = []
+    trace: list[dict[str, Any]] = []
+    step = 0
+    counters = {"examples": 0, "tokens": 0, "response_tokens": 0, "teacher_forward_passes": 0}
+    elapsed_before = 0.0
+    stage_wall: list[float] = [0.0] * len(schedule.stages)
+    start_epoch, start_batch = 0, 0
+    optimizer = scheduler = None
+    if resume is not None:
+        student.load_state_dict(resume["model"])
+        method.load_state_dict(resume["method"])
+        step, start_epoch, start_batch = resume["step"], resume["epoch"], resume["batch"]
+        history, trace, counters = resume["history"], resume["trace"], resume["counters"]
+        elapsed_before, stage_wall = resume["elapsed"], resume["stage_wall"]
+        log(f"resuming from {ckpt_path} at step {step} (epoch {start_epoch}, batch {start_batch})")
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    global_epoch = 0
+    for stage_index, stage in enumerate(schedule.stages):
+        stage_t0 = time.perf_counter()
+        if optimizer is None or schedule.restart_optimizer_per_stage:
+            span = stage_steps[stage_index] if schedule.restart_optimizer_per_stage else total_steps
+            optimizer, scheduler = make_optimizer(student, cfg, span)
+        for plan in stage.epochs:
+            if global_epoch < start_epoch:
+                global_epoch += 1
+                continue
+            order = epoch_order(plan.indices, seed, global_epoch)
+            batches = [order[i:i + cfg.global_batch_size] for i in range(0, len(order), cfg.global_batch_size)]
+            first_batch = start_batch if global_epoch == start_epoch else 0
+            if resume is not None and global_epoch == start_epoch:
+                # A checkpoint taken at a stage boundary holds the finished stage's optimiser,
+                # which a restarting schedule must not carry into the next stage.
+                if not schedule.restart_optimizer_per_stage or resume["optimizer_stage"] == stage_index:
+                    optimizer.load_state_dict(resume["optimizer"])
+                    scheduler.load_state_dict(resume["scheduler"])
+                    if scaler is not None and resume.get("scaler"):
+                        scaler.load_state_dict(resume["scaler"])
+                _set_rng_state(resume["rng"])
+                resume = None
+            if first_batch == 0:
+                trace.append({"stage": stage_index, "stage_name": stage.name, "epoch": global_epoch,
+                              "step": step, "n_examples": len(plan.indices), **plan.params, **method.trace()})
+            for batch_index in range(first_batch, len(batches)):
+                batch_positions = batches[batch_index]
+                info = StepInfo(step=step, total_steps=total_steps, stage=stage_index,
+                                num_stages=len(schedule.stages), epoch=global_epoch, params=plan.params)
+                # Each rank takes a contiguous slice of the global batch; accumulation covers the rest.
+                per_rank = math.ceil(len(batch_positions) / world_size)
+                mine = batch_positions[rank * per_rank:(rank + 1) * per_rank]
+                micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
+                step_loss = 0.0
+                logged_sum: dict[str, float] = {}
+                for positions in micro:
+                    examples = [encoded[i] for i in positions]
+                    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+                    ids = [e.example_id for e in examples]
+                    with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
+                        student_logits = model(input_ids=batch["input_ids"],
+                                               attention_mask=batch["attention_mask"]).logits
+                        teacher_logits = teacher.logits(batch, ids) if method.needs_teacher else None
+                    loss, logged = method.loss(student_logits.float(),
+                                               None if teacher_logits is None else teacher_logits.float(),
+                                               batch["labels"], info)
+                    if not torch.isfinite(loss):
+                        raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {global_epoch}, "
+                                            f"stage {stage_index}); example ids: {', '.join(ids)}")
+                    scaled = loss / len(micro)
+                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    step_loss += float(loss.detach()) / len(micro)
+                    for key, value in logged.items():
+                        logged_sum[key] = logged_sum.get(key, 0.0) + value / len(micro)
+                    counters["examples"] += len(examples)
+                    counters["tokens"] += int(batch["attention_mask"].sum())
+                    counters["response_tokens"] += int((batch["labels"] != -100).sum())
+                if scaler:
+                    scaler.unscale_(optimizer)
+                grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+                (scaler.step(optimizer) if scaler else optimizer.step())
+                if scaler:
+                    scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if world_size > 1:
+                    step_loss, logged_sum = _global_mean(step_loss, logged_sum, world_size)
+                method.after_step(step_loss, info, logged_sum)
+                step += 1
+                if step % cfg.log_every == 0 or step == total_steps:
+                    history.append({"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0],
+                                    "grad_norm": float(grad_norm), **logged_sum, **method.trace()})
+                    log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
+                if (ckpt_path and rank == 0 and cfg.checkpoint_every and step % cfg.checkpoint_every == 0
+                        and step < total_steps):
+                    next_epoch, next_batch = (global_epoch, batch_index + 1)
+                    if next_batch == len(batches):
+                        next_epoch, next_batch = global_epoch + 1, 0
+                    stage_wall_now = list(stage_wall)
+                    stage_wall_now[stage_index] += time.perf_counter() - stage_t0
+                    save_checkpoint(ckpt_path, {
+                        "model": student.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                        "optimizer_stage": stage_index,
+                        "method": method.state_dict(), "rng": _rng_state(), "step": step,
+                        "epoch": next_epoch, "batch": next_batch, "history": history, "trace": trace,
+                        "counters": counters, "elapsed": elapsed_before + time.perf_counter() - t0,
+                        "stage_wall": stage_wall_now})
+            global_epoch += 1
+        stage_wall[stage_index] += time.perf_counter() - stage_t0
+    if teacher is not None:
+        counters["teacher_forward_passes"] += teacher.forward_passes
+    if world_size > 1:
+        counters = _global_sum(counters)
+    wall = elapsed_before + time.perf_counter() - t0
+    metrics = {
+        "steps": step, "total_steps": total_steps, "epochs": len(schedule.epochs),
+        "stages": [{"name": s.name, "epochs": len(s.epochs), "steps": n, "wall_s": w,
+                    "examples": sum(len(e.indices) for e in s.epochs)}
+                   for s, n, w in zip(schedule.stages, stage_steps, stage_wall)],
+        "restart_optimizer_per_stage": schedule.restart_optimizer_per_stage,
+        "wall_s": wall, **counters,
+        "tokens_per_s": counters["tokens"] / wall if wall > 0 else 0.0,
+        "peak_rss_mb": peak_rss_mb(), "history": history, "trace": trace,
+        "final_loss": history[-1]["loss"] if history else None,
+        "train_config": asdict(cfg), "accumulation_steps": accumulation, "world_size": world_size,
+        "device": str(device),
+    }
+    if device.type == "cuda":
+        metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    if ckpt_path and rank == 0 and ckpt_path.exists():
+        ckpt_path.unlink()
+    return metrics
+
+
+def distributed_context() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def _global_mean(loss: float, logged: dict[str, float], world_size: int) -> tuple[float, dict[str, float]]:
+    import torch.distributed as dist
+
+    keys = sorted(logged)
+    values = torch.tensor([loss] + [logged[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    values /= world_size
+    return float(values[0]), {k: float(v) for k, v in zip(keys, values[1:])}
+
+
+def _global_sum(counters: dict[str, int]) -> dict[str, int]:
+    import torch.distributed as dist
+
+    keys = sorted(counters)
+    values = torch.tensor([counters[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(values)
+    return {k: int(v) for k, v in zip(keys, values)}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,66 @@
+"""L2M-KD — staged KD through least-to-most prompting (Zhang & Liu, Findings of EMNLP 2025).
+
+RE-IMPLEMENTATION FROM THE PAPER'S ABSTRACT (no public code). Training examples are ranked by the
+pre-distillation student's Rouge-L against the ground truth (high = easy) and split into cumulative
+easy→hard stages; the KD loss moves from KLD to skew KLD over the stages:
+
+    D_s = −Σ p log(α_s p + (1 − α_s) q)      (α_s = 0 is exactly the lineage's FKL)
+
+with α_s following ``transition`` from ``alpha_start`` to ``alpha_end``. Ground-truth responses only.
+"""
+
+from dataclasses import dataclass
+
+from kdbench.difficulty import easy_to_hard
+from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, kd_mixed_loss
+
+TRANSITIONS = ("linear", "step")
+
+
+@dataclass
+class L2MKDConfig(LossConfig):
+    loss: str = "sfkl"
+    num_stages: int = 4
+    epochs_per_stage: int | None = None
+    alpha_start: float = 0.0
+    alpha_end: float = 0.1
+    transition: str = "linear"
+    kd_ratio: float = 1.0
+    temperature: float = 1.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.loss != "sfkl":
+            raise ValueError(f"L2M-KD moves from KLD to skew KLD, so loss must be 'sfkl', got '{self.loss}'")
+        if self.num_stages < 2:
+            raise ValueError(f"num_stages must be at least 2, got {self.num_stages}")
+        if self.transition not in TRANSITIONS:
+            raise ValueError(f"transition '{self.transition}' is not one of {', '.join(TRANSITIONS)}")
+        for name in ("alpha_start", "alpha_end"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1)")
+
+
+class L2MKD(Method):
+    config_class = L2MKDConfig
+    needs_profile = True
+
+    def stage_params(self, s: int) -> dict:
+        c = self.config
+        if c.transition == "step":
+            alpha = c.alpha_start if s == 0 else c.alpha_end
+        else:
+            alpha = interpolate(c.alpha_start, c.alpha_end, s / (c.num_stages - 1))
+        return {"alpha": alpha, "temperature": c.temperature, "kd_ratio": c.kd_ratio}
+
+    def schedule(self, ctx):
+        order = easy_to_hard(ctx.difficulty.loc[list(ctx.example_ids)], ["student_rouge_l"])
+        return cumulative_curriculum(ctx, order, self.config.num_stages, self.config.epochs_per_stage,
+                                     self.stage_params)
+
+    def loss(self, student_logits, teacher_logits, labels, step):
+        total, logged = kd_mixed_loss(self.config, student_logits, teacher_logits, labels,
+                                      kd_ratio=step.params["kd_ratio"], temperature=step.params["temperature"],
+                                      skew_alpha=step.params["alpha"])
+        logged["alpha"] = step.params["alpha"]
+        return total, logged

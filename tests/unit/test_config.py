@@ -1,0 +1,92 @@
+"""Config validation: bad input fails before any job runs, naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from kdbench.config import load_config, resolve
+from kdbench.errors import ConfigError
+from kdbench.methods import discover_methods, resolve_runs
+
+
+@pytest.fixture(scope="module")
+def default_config():
+    with open("config/config.yaml") as handle:
+        return yaml.safe_load(handle)
+
+
+def test_shipped_configs_are_valid():
+    for overrides in ([], ["config/smoke.yaml"]):
+        cfg = load_config("config/config.yaml", overrides)
+        runs = resolve_runs(cfg, discover_methods("methods"))
+        assert {"vanilla_kd-fkl", "pocl-fkl", "cpd", "l2m_kd", "taid"} <= set(runs)
+        assert len(runs) == 15
+
+
+def test_unknown_key_names_key_suggestion_and_allowed(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["training"]["train"]["learning_rate"] = 1e-3
+    with pytest.raises(ConfigError) as err:
+        resolve(bad, "cfg.yaml")
+    message = str(err.value)
+    assert "cfg.yaml" in message and "training.train.learning_rate" in message
+    assert "allowed keys here:" in message and "lr" in message
+
+
+def test_misspelled_top_level_key_gets_a_suggestion(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["evaluaton"] = bad.pop("evaluation")
+    with pytest.raises(ConfigError, match="did you mean 'evaluation'"):
+        resolve(bad, "cfg.yaml")
+
+
+def test_wrong_type_names_key_and_type(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["training"]["train"]["epochs"] = "five"
+    with pytest.raises(ConfigError, match=r"training\.train\.epochs' must be of type integer"):
+        resolve(bad, "cfg.yaml")
+
+
+def test_enum_lists_allowed_values(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["evaluation"]["decoding"] = "beam"
+    with pytest.raises(ConfigError, match="allowed values: 'sample', 'greedy'"):
+        resolve(bad, "cfg.yaml")
+
+
+def test_unknown_method_is_named(default_config):
+    cfg = resolve(copy.deepcopy(default_config), "cfg.yaml")
+    cfg["methods"]["include"] = ["vanilla_kd", "pocll"]
+    with pytest.raises(ConfigError, match="methods.include: unknown method 'pocll'"):
+        resolve_runs(cfg, discover_methods("methods"))
+
+
+def test_unknown_hyperparameter_and_bad_value(default_config):
+    cfg = resolve(copy.deepcopy(default_config), "cfg.yaml")
+    cfg["methods"]["settings"] = {"pocl": {"hparams": {"num_stage": 3}}}
+    with pytest.raises(ConfigError, match="unknown hyperparameter.*num_stage.*allowed:.*num_stages"):
+        resolve_runs(cfg, discover_methods("methods"))
+    cfg["methods"]["settings"] = {"vanilla_kd": {"hparams": {"loss": "kl"}}}
+    with pytest.raises(ConfigError, match="loss 'kl' is not one of fkl, rkl, jsd, tvd, sfkl, srkl"):
+        resolve_runs(cfg, discover_methods("methods"))
+    cfg["methods"]["settings"] = {"pocl": {"variants": ["fkl", "gkd"]}}
+    with pytest.raises(ConfigError, match="unknown variant 'gkd'"):
+        resolve_runs(cfg, discover_methods("methods"))
+
+
+def test_prompt_longer_than_sequence_is_rejected(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["data"]["max_prompt_tokens"] = 512
+    bad["data"]["max_length"] = 256
+    with pytest.raises(ConfigError, match="max_prompt_tokens"):
+        resolve(bad, "cfg.yaml")
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nseed: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: malformed YAML"):
+        load_config(path)

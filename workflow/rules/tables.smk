@@ -1,0 +1,56 @@
+# Tables and figures: every result JSON -> paper_tables/<name>/ (Markdown, LaTeX, CSV, PNG). Trains nothing.
+# Outputs are marked for the HTML report: snakemake --report report.html --configfile config/<name>.yaml
+from kdbench.plots import PLOT_NAMES
+from kdbench.tables import DEFAULT_LOSS
+
+TABLE_NAMES = ["scores", "runtime", "difficulty"]
+TABLE_FILES = expand("{d}/{table}.{ext}", d=TABLES_DIR, table=TABLE_NAMES, ext=["md", "tex", "csv"])
+TABLE_FILES += expand("{d}/{plot}.png", d=TABLES_DIR, plot=PLOT_NAMES)
+
+# Captions are relative to this file; the tables' CSV files and every figure go into the report.
+REPORT_CAPTION = {"scores": "scores.rst", "runtime": "runtime.rst", "difficulty": "difficulty_table.rst",
+                  "curriculum": "curriculum.rst", "training_curves": "training_curves.rst",
+                  "difficulty_plot": "difficulty_plot.rst", "score_vs_runtime": "score_vs_runtime.rst"}
+
+
+report: "../report/workflow.rst"
+
+
+def _table_output(path):
+    name, ext = path.rsplit("/", 1)[1].rsplit(".", 1)
+    if ext == "csv":
+        return report(path, caption=f"../report/{REPORT_CAPTION[name]}", category="Tables",
+                      labels={"table": name, "format": "CSV"})
+    if ext == "png":
+        key = "difficulty_plot" if name == "difficulty" else name
+        return report(path, caption=f"../report/{REPORT_CAPTION[key]}", category="Figures",
+                      labels={"figure": name})
+    return path
+
+
+def table_inputs(wildcards):
+    inputs = all_scores()
+    inputs += [f"{R}/runs/{run}/seed{seed}/train.json" for run in TRAINED_RUNS for seed in SEEDS]
+    inputs += [f"{R}/teacher/train.json", f"{R}/student_init/train.json", f"{R}/data/manifest.json"]
+    inputs += [f"{R}/evalsets/{es}.json" for es in EVAL_SETS]
+    if any(spec.needs_profile for spec in RUNS.values()):
+        inputs += [f"{R}/profile/summary.json", f"{R}/profile/difficulty.csv"]
+    return inputs
+
+
+rule paper_tables:
+    input:
+        table_inputs,
+    output:
+        [_table_output(path) for path in TABLE_FILES],
+    params:
+        config=lambda w: spec_json({"tables": CFG["tables"], "runs": {r: s.label for r, s in RUNS.items()},
+                                    "methods": {r: s.method for r, s in RUNS.items()},
+                                    "losses": {r: s.hparams.get("loss", DEFAULT_LOSS) for r, s in RUNS.items()},
+                                    "eval_sets": EVAL_SETS, "seeds": SEEDS, "eval_seeds": EVAL_SEEDS,
+                                    "teacher_seed": TEACHER_SEED, "name": CFG["name"]}),
+    log:
+        f"{R}/logs/paper_tables.log",
+    threads: 1
+    shell:
+        "MPLBACKEND=Agg {PY} -m kdbench.cli tables --results {R} --out {TABLES_DIR} --config-json {params.config:q} > {log} 2>&1"
