@@ -19,7 +19,7 @@ TABLE_DEFAULTS = {"baseline": "vanilla_kd", "output_dir": "paper_tables", "signi
                   "bootstrap_samples": 2000}
 TRAIN_DEFAULTS = {"lr_min": 0.0, "lr_schedule": "cosine", "warmup_steps": 0, "weight_decay": 0.01,
                   "grad_clip": 1.0, "global_batch_size": 32, "micro_batch_size": 32, "precision": "fp32",
-                  "log_every": 10, "checkpoint_every": 0}
+                  "log_every": 10, "checkpoint_every": 50}
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -177,8 +177,11 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         elapsed_before, stage_wall = resume["elapsed"], resume["stage_wall"]
         log(f"resuming from {ckpt_path} at step {step} (epoch {start_epoch}, batch {start_batch})")
 
+    cuda_events = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        cuda_events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+        cuda_events[0].record()
     t0 = time.perf_counter()
     global_epoch = 0
     for stage_index, stage in enumerate(schedule.stages):
@@ -289,7 +292,10 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         "train_config": asdict(cfg), "accumulation_steps": accumulation, "world_size": world_size,
         "device": str(device),
     }
-    if device.type == "cuda":
+    if cuda_events is not None:
+        cuda_events[1].record()
+        torch.cuda.synchronize(device)
+        metrics["cuda_time_s"] = cuda_events[0].elapsed_time(cuda_events[1]) / 1000.0
         metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     if ckpt_path and rank == 0 and ckpt_path.exists():
         ckpt_path.unlink()
