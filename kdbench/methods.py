@@ -157,6 +157,18 @@ def kd_mixed_loss(cfg: LossConfig, student_logits, teacher_logits, labels, *, kd
     return total, logged
 
 
+def scheduled_kd_loss(cfg: LossConfig, student_logits, teacher_logits, labels, params: dict[str, Any], **overrides):
+    """The KD loss with the settings a curriculum put in the epoch's ``params``: kd_ratio, temperature,
+    and the skew coefficient ``alpha`` when the schedule moves it."""
+    if "alpha" in params:
+        overrides.setdefault("skew_alpha", params["alpha"])
+    total, logged = kd_mixed_loss(cfg, student_logits, teacher_logits, labels, kd_ratio=params["kd_ratio"],
+                                  temperature=params["temperature"], **overrides)
+    if "alpha" in params:
+        logged["alpha"] = params["alpha"]
+    return total, logged
+
+
 def interpolate(start: float, end: float, fraction: float) -> float:
     return start + (end - start) * fraction
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kdbench.difficulty import SIGNALS, normalised_difficulty
-from kdbench.methods import EpochPlan, LossConfig, Method, Schedule, Stage, interpolate, kd_mixed_loss
+from kdbench.methods import EpochPlan, LossConfig, Method, Schedule, Stage, interpolate, scheduled_kd_loss
 
 DIFFICULTY_KINDS = ("normalised_signals", "rrf_rank")
 
@@ -109,8 +109,4 @@ class CPD(Method):
         return Schedule((Stage("cpd", tuple(epochs)),))
 
     def loss(self, student_logits, teacher_logits, labels, step):
-        total, logged = kd_mixed_loss(self.config, student_logits, teacher_logits, labels,
-                                      kd_ratio=step.params["kd_ratio"], temperature=step.params["temperature"],
-                                      skew_alpha=step.params["alpha"])
-        logged["alpha"] = step.params["alpha"]
-        return total, logged
+        return scheduled_kd_loss(self.config, student_logits, teacher_logits, labels, step.params)

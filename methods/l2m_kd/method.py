@@ -12,7 +12,7 @@ with α_s following ``transition`` from ``alpha_start`` to ``alpha_end``. Ground
 from dataclasses import dataclass
 
 from kdbench.difficulty import easy_to_hard
-from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, kd_mixed_loss
+from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, scheduled_kd_loss
 
 TRANSITIONS = ("linear", "step")
 
@@ -59,8 +59,4 @@ class L2MKD(Method):
                                      self.stage_params)
 
     def loss(self, student_logits, teacher_logits, labels, step):
-        total, logged = kd_mixed_loss(self.config, student_logits, teacher_logits, labels,
-                                      kd_ratio=step.params["kd_ratio"], temperature=step.params["temperature"],
-                                      skew_alpha=step.params["alpha"])
-        logged["alpha"] = step.params["alpha"]
-        return total, logged
+        return scheduled_kd_loss(self.config, student_logits, teacher_logits, labels, step.params)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from kdbench.difficulty import SIGNALS, easy_to_hard
 from kdbench.losses import POCL_RELEASED_T2
-from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, kd_mixed_loss
+from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, scheduled_kd_loss
 
 T2_POLICIES = ("pocl_released", "always", "never")
 
@@ -58,6 +58,5 @@ class Pocl(Method):
         return POCL_RELEASED_T2[self.config.loss] if policy == "pocl_released" else policy == "always"
 
     def loss(self, student_logits, teacher_logits, labels, step):
-        return kd_mixed_loss(self.config, student_logits, teacher_logits, labels,
-                             kd_ratio=step.params["kd_ratio"], temperature=step.params["temperature"],
-                             scale_by_t2=self.scale_by_t2())
+        return scheduled_kd_loss(self.config, student_logits, teacher_logits, labels, step.params,
+                                 scale_by_t2=self.scale_by_t2())

@@ -1,0 +1,600 @@
+"""Where kdbench's time goes: each benchmark measures two ways of doing the same work side by side,
+in one process, and reports their ratio.
+
+    python -m kdbench.benchmarks.suite --out benchmarks.json [--quick] [--only NAME ...] [--threads N]
+
+teacher_cache  distillation step throughput (tokens/s) reading the dense teacher cache, over the same
+               run with the live teacher (same student, data, method: vanilla_kd-fkl); teacher ~6x the student
+generation     one-prompt-at-a-time HF ``model.generate`` wall time over batched, length-sorted
+               :func:`kdbench.generation.generate` on the same prompts, greedy, outputs compared
+rouge          rouge_score wall time over kdbench's Rouge-L (:func:`kdbench.benchmarks.rouge_speed.measure`)
+train_flops    the training loop's achieved FLOP/s over the measured fp32 matmul peak, and the loop's
+               wall time over a bare PyTorch loop doing the same math (overhead)
+
+Timed variants are interleaved (A B, B A, ...) after an untimed warm-up, and each ratio uses the
+best (shortest) time of each variant, so a burst of load from other processes hits both and the
+ratio is as little disturbed as it can be. Every raw time is kept in the JSON.
+
+FLOP count (train_flops): per token, 6·N_student (forward + backward, 2N + 4N) plus 2·N_teacher
+(the live teacher's forward), N = the model's parameter count (tied embeddings counted once), tokens =
+non-padding tokens. Attention-score FLOPs (which grow with sequence length) and the loss's softmaxes
+are not counted, so this understates the arithmetic done; the padded figure counts every position
+the hardware computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+BENCHMARKS = ("teacher_cache", "generation", "rouge", "train_flops")
+SCHEMA_VERSION = 1
+
+# The default config's model shapes (config/config.yaml): the teacher has ~6x the student's parameters.
+TEACHER_ARCH = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 128, "intermediate_size": 256,
+                "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 192,
+                "tie_word_embeddings": True}
+STUDENT_ARCH = {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128,
+                "num_attention_heads": 4, "num_key_value_heads": 4, "max_position_embeddings": 192,
+                "tie_word_embeddings": True}
+RUN = "vanilla_kd-fkl"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    n_train: int = 256              # training examples (synthetic suite)
+    vocab_size: int = 600
+    max_prompt_tokens: int = 128
+    max_length: int = 192
+    batch_size: int = 32            # global = micro batch: one forward per optimiser step
+    epochs: int = 1
+    train_repeats: int = 3          # timed runs of each variant (teacher_cache, train_flops)
+    gen_prompts: int = 48
+    gen_batch_size: int = 16
+    gen_max_new_tokens: int = 48
+    gen_sft_epochs: int = 4         # short SFT so that generations stop at EOS at varied lengths
+    gen_repeats: int = 1
+    rouge_pairs: int = 5000
+    rouge_repeats: int = 3
+    matmul_sizes: tuple[int, ...] = (256, 512, 1024, 2048)
+    matmul_repeats: int = 5
+
+
+QUICK = Sizes(n_train=32, batch_size=8, train_repeats=1, gen_prompts=6, gen_batch_size=4, gen_max_new_tokens=8,
+              gen_sft_epochs=1, rouge_pairs=200, rouge_repeats=1, matmul_sizes=(128, 256), matmul_repeats=2)
+
+
+# --------------------------------------------------------------------------- shared setup
+@dataclass
+class Workspace:
+    """Data, tokenizer and models shared by the benchmarks, built on first use."""
+
+    root: Path
+    sizes: Sizes
+    device: torch.device
+    seed: int = 0
+    _cache: dict[str, Any] = field(default_factory=dict)
+    setup_s: dict[str, float] = field(default_factory=dict)
+
+    def _once(self, name: str, build: Callable[[], Any]) -> Any:
+        if name not in self._cache:
+            t0 = time.perf_counter()
+            self._cache[name] = build()
+            self.setup_s[name] = time.perf_counter() - t0
+        return self._cache[name]
+
+    @property
+    def rows(self):
+        from kdbench.data import record_from_json
+        from kdbench.data.synthetic import generate_examples
+
+        return self._once("rows", lambda: [record_from_json(r, f"syn:{i}") for i, r in
+                                           enumerate(generate_examples("train", self.sizes.n_train, seed=self.seed))])
+
+    @property
+    def tokenizer(self):
+        from kdbench.models import load_tokenizer, train_bpe_tokenizer
+
+        def build():
+            train_bpe_tokenizer([t for r in self.rows for t in (r.prompt, r.output)], self.sizes.vocab_size,
+                                self.root / "tokenizer")
+            return load_tokenizer(self.root / "tokenizer")
+        return self._once("tokenizer", build)
+
+    @property
+    def encoded(self):
+        from kdbench.batching import encode_records
+
+        return self._once("encoded", lambda: encode_records(self.tokenizer, self.rows,
+                                                            max_prompt_tokens=self.sizes.max_prompt_tokens,
+                                                            max_length=self.sizes.max_length))
+
+    def student(self):
+        """A fresh student, identical at every call (same seed)."""
+        from kdbench.models import build_model
+
+        return build_model({"init": "scratch", "architecture": STUDENT_ARCH}, self.tokenizer, self.seed + 1)
+
+    @property
+    def teacher_dir(self) -> Path:
+        from kdbench.models import build_model, save_model
+
+        def build():
+            model = build_model({"init": "scratch", "architecture": TEACHER_ARCH}, self.tokenizer, self.seed + 2)
+            save_model(model, self.tokenizer, self.root / "teacher")
+            return self.root / "teacher"
+        return self._once("teacher", build)
+
+    def teacher(self):
+        from kdbench.models import load_model
+
+        return load_model(self.teacher_dir)
+
+    def train_config(self):
+        from kdbench.train import TrainConfig
+
+        s = self.sizes
+        return TrainConfig(epochs=s.epochs, lr=3e-3, lr_min=1e-5, warmup_steps=2, global_batch_size=s.batch_size,
+                           micro_batch_size=s.batch_size, log_every=1)
+
+    def method(self):
+        from kdbench.methods import discover_methods, instantiate, resolve_runs
+
+        methods = discover_methods(Path(__file__).resolve().parents[2] / "methods")
+        runs = resolve_runs({"methods": {"include": ["vanilla_kd"], "settings": {"vanilla_kd": {"variants": ["fkl"]}}}},
+                            methods)
+        return instantiate(runs[RUN], methods)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _train(ws: Workspace, teacher, encoded=None) -> dict[str, Any]:
+    """One kdbench.train run of vanilla_kd-fkl from the same student initialisation."""
+    from kdbench.methods import ScheduleContext
+    from kdbench.train import train
+
+    encoded = ws.encoded if encoded is None else encoded
+    cfg = ws.train_config()
+    ctx = ScheduleContext(tuple(e.example_id for e in encoded), cfg.epochs, ws.seed)
+    student = ws.student()
+    metrics = train(student, ws.method(), encoded, ctx, cfg, pad_id=ws.tokenizer.pad_token_id, seed=ws.seed,
+                    device=ws.device, teacher=teacher, log=lambda _: None)
+    _sync(ws.device)
+    metrics["_student"] = student
+    return metrics
+
+
+def _run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics[k] for k in ("wall_s", "steps", "tokens", "response_tokens", "tokens_per_s",
+                                    "teacher_forward_passes", "final_loss")}
+
+
+def _interleaved(variants: dict[str, Callable[[], dict[str, Any]]], repeats: int) -> dict[str, list[dict]]:
+    """Run each variant ``repeats`` times, alternating which goes first."""
+    names = list(variants)
+    out: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out[name].append(variants[name]())
+    return out
+
+
+def _losses_match(a: Sequence[float], b: Sequence[float], rel: float = 1e-4) -> bool:
+    return len(a) == len(b) and all(abs(x - y) <= rel * max(1.0, abs(x)) for x, y in zip(a, b))
+
+
+# --------------------------------------------------------------------------- 1. teacher cache
+def bench_teacher_cache(ws: Workspace) -> dict[str, Any]:
+    from kdbench.teacher_cache import CachedTeacher, build_cache, cache_key
+    from kdbench.train import LiveTeacher
+
+    s = ws.sizes
+    encoded = ws.encoded
+    live = LiveTeacher(ws.teacher(), ws.device, torch.float32)
+    key = cache_key(ws.teacher_dir, encoded, "dense", "fp32", None)
+    tensors = ws.root / "cache-dense-fp32.safetensors"
+    meta = build_cache(ws.teacher(), encoded, pad_id=ws.tokenizer.pad_token_id, device=ws.device,
+                       batch_size=s.batch_size, mode="dense", storage="fp32", top_k=None, key=key,
+                       out_tensors=tensors, out_meta=None)
+    cached = CachedTeacher(tensors, meta, key)
+    # Warm-up (untimed): one optimiser step each, so lazy initialisation is not charged to either side.
+    for teacher in (live, cached):
+        _train(ws, teacher, encoded[:s.batch_size])
+    live.forward_passes = 0
+
+    def run(teacher):
+        before = teacher.forward_passes
+        m = _train(ws, teacher)
+        m["teacher_forward_passes"] = teacher.forward_passes - before
+        return m
+
+    runs = _interleaved({"live": lambda: run(live), "cache": lambda: run(cached)}, s.train_repeats)
+    best = {k: min(v, key=lambda m: m["wall_s"]) for k, v in runs.items()}
+    live_losses = [h["loss"] for h in runs["live"][0]["history"]]
+    cache_losses = [h["loss"] for h in runs["cache"][0]["history"]]
+    n_student = ws.student().num_parameters()
+    n_teacher = live.model.num_parameters()
+    saved = best["live"]["wall_s"] - best["cache"]["wall_s"]
+    return {
+        "description": "distillation throughput with the dense teacher cache vs the live teacher",
+        "ratio": best["cache"]["tokens_per_s"] / best["live"]["tokens_per_s"],
+        "ratio_definition": "tokens/s reading the dense cache / tokens/s with the live teacher (best run of each)",
+        "parameters": {"run": RUN, "n_examples": len(encoded), "epochs": s.epochs, "batch_size": s.batch_size,
+                       "student_params": n_student, "teacher_params": n_teacher,
+                       "teacher_to_student_params": n_teacher / n_student, "student_arch": STUDENT_ARCH,
+                       "teacher_arch": TEACHER_ARCH, "vocab_size": len(ws.tokenizer), "repeats": s.train_repeats,
+                       "cache_mode": "dense", "cache_storage": "fp32"},
+        "timings": {"live": [_run_summary(m) for m in runs["live"]],
+                    "cache": [_run_summary(m) for m in runs["cache"]],
+                    "cache_build_s": meta["build_s"], "cache_build_forward_passes": meta["forward_passes"],
+                    "cache_bytes": meta["bytes"]},
+        "ratio_per_repeat": [c["tokens_per_s"] / l["tokens_per_s"] for l, c in zip(runs["live"], runs["cache"])],
+        "wall_saved_per_run_s": saved,
+        "runs_to_repay_cache_build": meta["build_s"] / saved if saved > 0 else None,
+        "checks": {
+            "cache_teacher_forward_passes": [m["teacher_forward_passes"] for m in runs["cache"]],
+            "live_teacher_forward_passes": [m["teacher_forward_passes"] for m in runs["live"]],
+            "steps": best["live"]["steps"],
+            "losses_match": _losses_match(live_losses, cache_losses),
+            "max_loss_rel_diff": max(abs(a - b) / max(1e-12, abs(a)) for a, b in zip(live_losses, cache_losses)),
+        },
+    }
+
+
+# --------------------------------------------------------------------------- 2. generation
+def _one_at_a_time(model, tokenizer, prompts, *, max_prompt_tokens: int, decoding: dict, device) -> tuple[list[str], dict]:
+    """The naive baseline: ``model.generate`` on each prompt alone (no padding), same decoding settings."""
+    from kdbench.batching import encode_prompt
+    from kdbench.generation import generation_kwargs
+
+    kwargs = generation_kwargs(decoding, tokenizer)
+    outputs, new_tokens = [], 0
+    model.to(device).eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for prompt in prompts:
+            ids = torch.tensor([encode_prompt(tokenizer, prompt, max_prompt_tokens)], dtype=torch.long, device=device)
+            tokens = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)[0, ids.shape[1]:].tolist()
+            if tokenizer.eos_token_id in tokens:
+                tokens = tokens[:tokens.index(tokenizer.eos_token_id)]
+            new_tokens += len(tokens)
+            outputs.append(tokenizer.decode(tokens, skip_special_tokens=True))
+    _sync(device)
+    wall = time.perf_counter() - t0
+    return outputs, {"wall_s": wall, "examples": len(prompts), "new_tokens": new_tokens,
+                     "tokens_per_s": new_tokens / wall if wall > 0 else 0.0}
+
+
+def bench_generation(ws: Workspace) -> dict[str, Any]:
+    from kdbench.data import record_from_json
+    from kdbench.data.synthetic import generate_examples
+    from kdbench.generation import generate
+    from kdbench.methods import ScheduleContext, SupervisedFineTuning
+    from kdbench.train import train
+
+    s = ws.sizes
+    tokenizer = ws.tokenizer
+    # A briefly fine-tuned student: an untrained model never emits EOS, so every completion would run to
+    # max_new_tokens and hide the cost of batch members that finish early.
+    model = ws.student()
+    t0 = time.perf_counter()
+    sft_cfg = replace(ws.train_config(), epochs=s.gen_sft_epochs, lr=1e-2, log_every=10 ** 9)
+    sft = train(model, SupervisedFineTuning(SupervisedFineTuning.Config()), ws.encoded,
+                ScheduleContext(tuple(e.example_id for e in ws.encoded), sft_cfg.epochs, ws.seed), sft_cfg,
+                pad_id=tokenizer.pad_token_id, seed=ws.seed, device=ws.device, log=lambda _: None)
+    sft_s = time.perf_counter() - t0
+    model.eval()
+    records = [record_from_json(r, f"test:{i}") for i, r in
+               enumerate(generate_examples("test", s.gen_prompts, seed=ws.seed))]
+    prompts = [r.prompt for r in records]
+    decoding = {"decoding": "greedy", "max_new_tokens": s.gen_max_new_tokens}
+    common = {"max_prompt_tokens": s.max_prompt_tokens, "decoding": decoding, "device": ws.device}
+    # Warm-up (untimed) on two prompts.
+    generate(model, tokenizer, prompts[:2], seed=ws.seed, batch_size=2, **common)
+    _one_at_a_time(model, tokenizer, prompts[:1], **common)
+    results: dict[str, list] = {"batched": [], "one_at_a_time": []}
+
+    def batched():
+        out, stats = generate(model, tokenizer, prompts, seed=ws.seed, batch_size=s.gen_batch_size, **common)
+        results["batched"].append(out)
+        return stats
+
+    def single():
+        out, stats = _one_at_a_time(model, tokenizer, prompts, **common)
+        results["one_at_a_time"].append(out)
+        return stats
+
+    runs = _interleaved({"batched": batched, "one_at_a_time": single}, s.gen_repeats)
+    best = {k: min(v, key=lambda m: m["wall_s"]) for k, v in runs.items()}
+    a, b = results["batched"][0], results["one_at_a_time"][0]
+    mismatches = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+    stopped = sum(1 for o in a if len(tokenizer(o, add_special_tokens=False)["input_ids"]) < s.gen_max_new_tokens)
+    return {
+        "description": "batched length-sorted generation vs one prompt at a time with HF generate",
+        "ratio": best["one_at_a_time"]["wall_s"] / best["batched"]["wall_s"],
+        "ratio_definition": "one-at-a-time wall time / batched wall time (best run of each): the batched speed-up",
+        "parameters": {"model": "student architecture after a short SFT", "model_arch": STUDENT_ARCH,
+                       "model_params": model.num_parameters(), "sft_epochs": s.gen_sft_epochs,
+                       "sft_final_loss": sft["final_loss"], "n_prompts": len(prompts),
+                       "batch_size": s.gen_batch_size, "max_prompt_tokens": s.max_prompt_tokens,
+                       "decoding": decoding, "repeats": s.gen_repeats},
+        "timings": {"batched": runs["batched"], "one_at_a_time": runs["one_at_a_time"], "sft_setup_s": sft_s},
+        "checks": {"outputs_equal": not mismatches and len(a) == len(b) == len(prompts)
+                   and all(r == a for r in results["batched"]) and all(r == b for r in results["one_at_a_time"]),
+                   "n_outputs": len(a), "n_mismatches": len(mismatches),
+                   "first_mismatch": None if not mismatches else {"index": mismatches[0], "batched": a[mismatches[0]],
+                                                                  "one_at_a_time": b[mismatches[0]]},
+                   "completions_stopped_before_limit": stopped, "distinct_outputs": len(set(a))},
+        "sample_outputs": a[:3],
+    }
+
+
+# --------------------------------------------------------------------------- 3. rouge
+def bench_rouge(ws: Workspace) -> dict[str, Any]:
+    from kdbench.benchmarks.rouge_speed import measure
+
+    s = ws.sizes
+    result = measure(n_pairs=s.rouge_pairs, seed=ws.seed, repeats=s.rouge_repeats)
+    return {
+        "description": "kdbench Rouge-L vs rouge_score on the same pairs (kdbench.benchmarks.rouge_speed.measure)",
+        "ratio": result["speedup_cold"],
+        "ratio_definition": "rouge_score wall time / kdbench wall time with cold caches (best of repeats)",
+        "ratio_warm": result["speedup_warm"],
+        "parameters": {"n_pairs": result["n_pairs"], "source": result["source"], "repeats": result["repeats"]},
+        "timings": {k: result[k] for k in ("rouge_score_s", "kdbench_cold_s", "kdbench_warm_s")},
+        "checks": {"identical": result["identical"]},
+    }
+
+
+# --------------------------------------------------------------------------- 4. FLOP/s and loop overhead
+def matmul_peak(device: torch.device, sizes: Sequence[int], repeats: int) -> dict[str, Any]:
+    """Best fp32 FLOP/s of square matmuls (2·n³ FLOPs each) at the current thread count."""
+    per_size = {}
+    for n in sizes:
+        a = torch.randn(n, n, device=device)
+        b = torch.randn(n, n, device=device)
+        torch.mm(a, b)
+        _sync(device)
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            times.append(time.perf_counter() - t0)
+        per_size[str(n)] = {"times_s": times, "flops_per_s": 2 * n ** 3 / min(times)}
+    best = max(per_size, key=lambda k: per_size[k]["flops_per_s"])
+    return {"peak_flops_per_s": per_size[best]["flops_per_s"], "peak_size": int(best), "sizes": per_size}
+
+
+def bare_loop(student, teacher_model, encoded, cfg, *, pad_id: int, seed: int, device: torch.device,
+              loss_settings: dict[str, Any]) -> dict[str, Any]:
+    """Plain PyTorch: the same batches, models and loss (CE + FKL mix), AdamW + LR schedule + clipping,
+    and nothing else (no checks, counters, history or method hooks)."""
+    from kdbench.batching import collate
+    from kdbench.losses import get_loss, mix_with_ce, token_ce
+    from kdbench.train import epoch_order, lr_factor
+
+    settings = dict(loss_settings)
+    kd_ratio = settings.pop("kd_ratio")
+    kd_loss = get_loss(settings.pop("loss"))
+    batches = []
+    for epoch in range(cfg.epochs):
+        order = epoch_order(tuple(range(len(encoded))), seed, epoch)
+        batches += [[encoded[i] for i in order[i:i + cfg.global_batch_size]]
+                    for i in range(0, len(order), cfg.global_batch_size)]
+    total = len(batches)
+    student.to(device).train()
+    decay = [p for p in student.parameters() if p.ndim >= 2]
+    no_decay = [p for p in student.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(cfg, s, total))
+    torch.manual_seed(seed)
+    losses = []
+    t0 = time.perf_counter()
+    for examples in batches:
+        batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+        logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        with torch.no_grad():
+            teacher_logits = teacher_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        mask = batch["labels"] != -100
+        loss = mix_with_ce(token_ce(logits, batch["labels"]),
+                           kd_loss(logits, teacher_logits, mask, **settings), kd_ratio)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    _sync(device)
+    wall = time.perf_counter() - t0
+    return {"wall_s": wall, "steps": total, "losses": [float(x) for x in losses]}
+
+
+def _padded_tokens(encoded, cfg, seed: int) -> int:
+    from kdbench.train import epoch_order
+
+    total = 0
+    for epoch in range(cfg.epochs):
+        order = epoch_order(tuple(range(len(encoded))), seed, epoch)
+        for i in range(0, len(order), cfg.global_batch_size):
+            chunk = order[i:i + cfg.global_batch_size]
+            total += len(chunk) * max(len(encoded[j].input_ids) for j in chunk)
+    return total
+
+
+def bench_train_flops(ws: Workspace) -> dict[str, Any]:
+    from kdbench.train import LiveTeacher
+
+    s = ws.sizes
+    cfg = ws.train_config()
+    peak = matmul_peak(ws.device, s.matmul_sizes, s.matmul_repeats)
+    live = LiveTeacher(ws.teacher(), ws.device, torch.float32)
+    method_cfg = ws.method().config
+
+    def bare(encoded=None):
+        student = ws.student()
+        result = bare_loop(student, live.model, ws.encoded if encoded is None else encoded, cfg,
+                           pad_id=ws.tokenizer.pad_token_id, seed=ws.seed, device=ws.device,
+                           loss_settings={"loss": method_cfg.loss, "kd_ratio": method_cfg.kd_ratio,
+                                          "temperature": method_cfg.temperature,
+                                          "scale_by_t2": method_cfg.scale_by_t2,
+                                          "skew_alpha": method_cfg.skew_alpha, "jsd_beta": method_cfg.jsd_beta})
+        result["_student"] = student
+        return result
+
+    bare(ws.encoded[:s.batch_size])
+    _train(ws, live, ws.encoded[:s.batch_size])
+    runs = _interleaved({"kdbench": lambda: _train(ws, live), "bare": bare}, s.train_repeats)
+    best = {k: min(v, key=lambda m: m["wall_s"]) for k, v in runs.items()}
+    kd, bare_run = runs["kdbench"][0], runs["bare"][0]
+    kd_losses = [h["loss"] for h in kd["history"]]
+    diffs = [float((p - q).abs().max()) for p, q in zip(kd["_student"].state_dict().values(),
+                                                       bare_run["_student"].state_dict().values())]
+    n_student = ws.student().num_parameters()
+    n_teacher = live.model.num_parameters()
+    tokens = best["kdbench"]["tokens"]
+    padded = _padded_tokens(ws.encoded, cfg, ws.seed)
+    flops_per_token = 6 * n_student + 2 * n_teacher
+    achieved = flops_per_token * tokens / best["kdbench"]["wall_s"]
+    achieved_padded = flops_per_token * padded / best["kdbench"]["wall_s"]
+    return {
+        "description": "training loop FLOP/s vs the measured matmul peak; loop overhead vs a bare PyTorch loop",
+        "ratio": achieved / peak["peak_flops_per_s"],
+        "ratio_definition": "achieved FLOP/s of the training loop / measured fp32 matmul peak FLOP/s",
+        "flops_formula": "(6*N_student + 2*N_teacher) * tokens; tokens = non-padding tokens; N = parameter count",
+        "achieved_flops_per_s": achieved,
+        "achieved_flops_per_s_padded": achieved_padded,
+        "ratio_padded": achieved_padded / peak["peak_flops_per_s"],
+        "overhead": best["kdbench"]["wall_s"] / best["bare"]["wall_s"] - 1.0,
+        "overhead_definition": "kdbench.train wall / bare PyTorch loop wall - 1 (best run of each); target <= 0.05",
+        "overhead_per_repeat": [k["wall_s"] / b["wall_s"] - 1.0 for k, b in zip(runs["kdbench"], runs["bare"])],
+        "parameters": {"run": RUN, "n_examples": len(ws.encoded), "epochs": s.epochs, "batch_size": s.batch_size,
+                       "student_params": n_student, "teacher_params": n_teacher, "flops_per_token": flops_per_token,
+                       "tokens": tokens, "padded_tokens": padded, "repeats": s.train_repeats,
+                       "matmul_sizes": list(s.matmul_sizes), "matmul_repeats": s.matmul_repeats},
+        "timings": {"matmul": peak, "kdbench": [_run_summary(m) for m in runs["kdbench"]],
+                    "bare": [{k: v for k, v in m.items() if k not in ("losses", "_student")} for m in runs["bare"]]},
+        "checks": {"losses_match": _losses_match(kd_losses, bare_run["losses"], rel=1e-6),
+                   "max_loss_abs_diff": max(abs(a - b) for a, b in zip(kd_losses, bare_run["losses"])),
+                   "max_param_abs_diff": max(diffs), "steps": kd["steps"]},
+    }
+
+
+RUNNERS: dict[str, Callable[[Workspace], dict[str, Any]]] = {
+    "teacher_cache": bench_teacher_cache, "generation": bench_generation, "rouge": bench_rouge,
+    "train_flops": bench_train_flops,
+}
+
+
+# --------------------------------------------------------------------------- machine and CLI
+def _loadavg() -> list[float] | None:
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except OSError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device) -> dict[str, Any]:
+    import transformers
+
+    info = {"cpu_count": os.cpu_count(), "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "cpu_model": _cpu_model(), "torch_threads": torch.get_num_threads(), "torch_version": torch.__version__,
+            "transformers_version": transformers.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "device": str(device), "cuda_available": torch.cuda.is_available()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def run_suite(names: Sequence[str], *, quick: bool, device: torch.device, seed: int = 0,
+              workdir: Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    sizes = QUICK if quick else Sizes()
+    report: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "suite": "kdbench.benchmarks.suite", "quick": quick,
+                              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seed": seed,
+                              "machine": machine_info(device), "benchmarks": {}}
+    report["machine"]["loadavg_before"] = _loadavg()
+    t_all = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="kdbench-bench-", dir=workdir) as tmp:
+        ws = Workspace(Path(tmp), sizes, device, seed)
+        for name in names:
+            log(f"[{name}] running")
+            t0 = time.perf_counter()
+            result = RUNNERS[name](ws)
+            result["wall_s"] = time.perf_counter() - t0
+            result["loadavg_after"] = _loadavg()
+            report["benchmarks"][name] = result
+            log(f"[{name}] ratio {result['ratio']:.3g} ({result['ratio_definition']}) in {result['wall_s']:.1f}s")
+        report["setup_s"] = dict(ws.setup_s)
+    report["wall_s"] = time.perf_counter() - t_all
+    report["machine"]["loadavg_after"] = _loadavg()
+    return report
+
+
+def _json_default(value):
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="write the result JSON here")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repeat (for tests)")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
+                        help=f"run only these benchmarks ({', '.join(BENCHMARKS)})")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto (default cpu)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary files")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from kdbench.models import resolve_device
+
+    device = resolve_device(args.device)
+    names = [n for n in BENCHMARKS if n in set(args.only)] if args.only else list(BENCHMARKS)
+    report = run_suite(names, quick=args.quick, device=device, seed=args.seed, workdir=args.workdir,
+                       log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    report["command"] = "python -m kdbench.benchmarks.suite " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = json.dumps(report, indent=2, default=_json_default, allow_nan=True)
+    from kdbench.io import write_text_atomic
+
+    write_text_atomic(args.out, text + "\n")
+    for name, result in report["benchmarks"].items():
+        extra = f"  overhead {result['overhead']:+.1%}" if "overhead" in result else ""
+        print(f"{name:14s} ratio {result['ratio']:8.3f}  {result['ratio_definition']}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
