@@ -89,6 +89,8 @@ MinJobAge=600
 SlurmdTimeout=300
 InactiveLimit=0
 KillWait=5
+# Jobs run at the nice value of the process that submitted them (slurmd itself stays at its own).
+PropagatePrioProcess=1
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$NCPU RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=$PARTITION Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF

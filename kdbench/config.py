@@ -22,10 +22,19 @@ TRAIN_DEFAULTS = {"lr_min": 0.0, "lr_schedule": "cosine", "warmup_steps": 0, "we
                   "log_every": 10, "checkpoint_every": 50}
 
 
+# A mapping whose kind changes (a different data source, model init or tokenizer kind) is replaced
+# whole by an override file: its old keys belong to the other kind.
+DISCRIMINATORS = ("source", "init", "kind")
+
+
+def _kind_changes(base: dict, override: dict) -> bool:
+    return any(k in base and k in override and base[k] != override[k] for k in DISCRIMINATORS)
+
+
 def deep_merge(base: dict, override: dict) -> dict:
     merged = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _kind_changes(merged[key], value):
             merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)

@@ -334,7 +334,8 @@ def run_label(run: str, labels: dict[str, str]) -> str:
 
 def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[str], set_info: dict,
                  comparisons: pd.DataFrame | None = None, pairs: dict[str, str | None] | None = None,
-                 alpha: float = 0.05, samples: int = 2000, baseline: str = "vanilla_kd") -> Table:
+                 alpha: float = 0.05, samples: int = 2000, baseline: str = "vanilla_kd",
+                 unpaired: list[str] | None = None) -> Table:
     order = row_order(list(scores.run.unique()), labels)
     found = {} if comparisons is None else {(r["run"], r["column"]): r for r in comparisons.to_dict("records")}
     pairs = pairs or {}
@@ -379,12 +380,14 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
         if any(r["within_noise"] is None for r in found.values()):
             footnotes.append("Seed noise cannot be assessed with a single (training seed, eval seed) draw: "
                              f"no {MARK_NOISE} marks there.")
-    elif any(pairs.get(r) is None for r in order if r not in (TEACHER_RUN,)):
-        footnotes.append(f"No paired tests: this config has no '{baseline}' run with a matching loss.")
+    if unpaired:
+        footnotes.append(f"No paired test (no '{baseline}' run with the same loss in this config): "
+                         + ", ".join(run_label(r, labels) for r in unpaired) + ".")
     for es in eval_sets:
         footnotes += set_info[es].get("info", {}).get("footnotes", [])
-    return Table("scores", "Rouge-L on the evaluation sets", pd.DataFrame(display_rows), pd.DataFrame(data_rows),
-                 footnotes)
+    data = pd.DataFrame(data_rows)
+    data["paired_draws"] = data["paired_draws"].astype("Int64")
+    return Table("scores", "Rouge-L on the evaluation sets", pd.DataFrame(display_rows), data, footnotes)
 
 
 def _train_row(phase: str, label: str, docs: list[dict]) -> dict[str, Any]:
@@ -479,7 +482,7 @@ def expected_from_config(config: dict) -> dict[str, Any]:
 
     runs = resolve_runs(config, discover_methods(config["methods"]["root"]))
     return {"tables": config["tables"], "runs": {r: s.label for r, s in runs.items()},
-            "methods": {r: s.method for r, s in runs.items()},
+            "methods": {r: s.method for r, s in runs.items()}, "order": list(runs),
             "losses": {r: s.hparams.get("loss", DEFAULT_LOSS) for r, s in runs.items()},
             "eval_sets": config["evaluation"]["sets"], "seeds": config["training"]["seeds"],
             "eval_seeds": config["evaluation"]["seeds"], "teacher_seed": config["teacher"]["seed"],
@@ -497,6 +500,9 @@ def build_tables(results: Path, out_dir: Path, config: dict | None = None,
     check_complete(scores, expected, results)
     if expected:
         labels, methods = expected["runs"], expected["methods"]
+        # Row order: the config's run order (method `order`), which a key-sorted JSON would otherwise lose.
+        order = [r for r in expected.get("order", []) if r in labels]
+        labels = {r: labels[r] for r in order + [r for r in labels if r not in order]}
         eval_sets, seeds = expected["eval_sets"], expected["seeds"]
         settings = {**TABLE_DEFAULTS, **(expected.get("tables") or {})}
         scores = scores[scores.run.isin([TEACHER_RUN, SFT_RUN, *labels]) & scores.eval_set.isin(eval_sets)]
@@ -511,10 +517,12 @@ def build_tables(results: Path, out_dir: Path, config: dict | None = None,
         losses = losses_from_results(results, trained, seeds)
     baseline, alpha, samples = settings["baseline"], settings["significance_level"], settings["bootstrap_samples"]
     pairs = baseline_pairs(list(labels), methods, losses, baseline)
+    unpaired = [r for r in [SFT_RUN, *labels] if pairs.get(r) is None and methods.get(r) != baseline]
     comparisons = paired_comparisons(scores, examples, pairs, eval_sets, samples, alpha)
     set_info = eval_set_info(results, eval_sets)
     written = []
-    for table in (scores_table(scores, labels, eval_sets, set_info, comparisons, pairs, alpha, samples, baseline),
+    for table in (scores_table(scores, labels, eval_sets, set_info, comparisons, pairs, alpha, samples, baseline,
+                               unpaired),
                   runtime_table(results, scores, labels, methods, seeds, baseline, pairs),
                   difficulty_table(results)):
         written += write_table(table, out_dir)

@@ -177,6 +177,15 @@ def test_each_run_is_compared_with_vanilla_kd_of_the_same_loss(tmp_path):
         table.loc["cpd", "avg_mean"] - table.loc["vanilla_kd-srkl", "avg_mean"])
 
 
+def test_a_run_without_a_same_loss_baseline_is_listed_not_tested(tmp_path):
+    runs = {r: v for r, v in RUNS.items() if r != "vanilla_kd-srkl"}
+    results, config = make_results(tmp_path, runs=runs, profile=False)
+    out = build(tmp_path, results, config)
+    assert pd.isna(out["csv"].loc["cpd", "baseline"]) and pd.isna(out["csv"].loc["cpd", "avg_p"])
+    assert md_row(out["md"], "CPD")[-2:] == ["–", "–"]
+    assert "No paired test (no 'vanilla_kd' run with the same loss in this config): CPD." in out["md"]
+
+
 def test_clearly_better_and_worse_runs_are_marked_identical_runs_are_not(tmp_path):
     results, config = make_results(tmp_path, effects={"pocl-fkl": 6.0, "cpd": -6.0}, seed_sd=0.2)
     out = build(tmp_path, results, config)

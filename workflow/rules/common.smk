@@ -5,16 +5,26 @@ import sys
 
 from snakemake.exceptions import WorkflowError
 
-from kdbench.config import (data_spec, distill_spec, eval_spec, profile_spec, resolve, student_init_spec,
+from kdbench.config import (data_spec, deep_merge, distill_spec, eval_spec, profile_spec, resolve, student_init_spec,
                             teacher_cache_spec, teacher_spec, tokenizer_spec)
 from kdbench.data.sources import normalize_source_cfg
 from kdbench.errors import KDBenchError
+from kdbench.schema import load_yaml
 from kdbench.evals import discover_evals
 from kdbench.methods import SFT_RUN, TEACHER_RUN, discover_methods, resolve_runs
 
-CONFIG_SOURCES = " + ".join(str(p) for p in (getattr(workflow, "configfiles", None) or ["config"]))
+# Snakemake has merged the --configfile files over config/config.yaml with its own merge; kdbench
+# merges them again with kdbench.config.deep_merge, which replaces a section whose kind changes (another
+# data source, model init or tokenizer kind) instead of mixing the keys of both kinds.
+OVERRIDE_FILES = [str(p) for p in (workflow.overwrite_configfiles or [])]
+CONFIG_SOURCES = " + ".join((["config/config.yaml"] if not getattr(workflow.config_settings, "replace_workflow_config", False) else []) + OVERRIDE_FILES)
 try:
-    CFG = resolve(config, CONFIG_SOURCES)
+    _replace = getattr(workflow.config_settings, "replace_workflow_config", False) and OVERRIDE_FILES
+    _merged = {} if _replace else load_yaml("config/config.yaml")
+    for _path in OVERRIDE_FILES:
+        _merged = deep_merge(_merged, load_yaml(_path))
+    _merged = deep_merge(_merged, getattr(workflow.config_settings, "config", None) or {})
+    CFG = resolve(_merged, CONFIG_SOURCES)
     METHODS = discover_methods(CFG["methods"]["root"])
     RUNS = resolve_runs(CFG, METHODS)
     EVAL_SPECS = discover_evals("evals")

@@ -42,7 +42,7 @@ rule distill:
         f"{R}/benchmarks/distill/{{run}}/seed{{seed}}.tsv"
     threads: TRAIN_THREADS
     resources:
-        gpu=GPU,
+        gpu=GPU * DEVICES,
     shell:
         "{LAUNCH} -m kdbench.cli stage distill --threads {threads} --spec {params.spec:q} --run {wildcards.run} "
         "--methods-root {params.methods_root} --train {input.train} --student {input.student} {params.flags} "

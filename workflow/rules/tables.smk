@@ -45,7 +45,7 @@ rule paper_tables:
         [_table_output(path) for path in TABLE_FILES],
     params:
         config=lambda w: spec_json({"tables": CFG["tables"], "runs": {r: s.label for r, s in RUNS.items()},
-                                    "methods": {r: s.method for r, s in RUNS.items()},
+                                    "methods": {r: s.method for r, s in RUNS.items()}, "order": list(RUNS),
                                     "losses": {r: s.hparams.get("loss", DEFAULT_LOSS) for r, s in RUNS.items()},
                                     "eval_sets": EVAL_SETS, "seeds": SEEDS, "eval_seeds": EVAL_SEEDS,
                                     "teacher_seed": TEACHER_SEED, "name": CFG["name"]}),
