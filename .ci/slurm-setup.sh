@@ -85,7 +85,7 @@ SelectTypeParameters=CR_Core
 # Trust this file's node description (memory is declared, not probed).
 SlurmdParameters=config_overrides
 ReturnToService=2
-MinJobAge=600
+MinJobAge=3600
 SlurmdTimeout=300
 InactiveLimit=0
 KillWait=5
@@ -97,6 +97,7 @@ EOF
 )
 
 slurm_ping() { timeout 5 scontrol ping 2>/dev/null | grep -q "is UP"; }
+slurmd_alive() { local pid; pid=$(cat /run/slurm/slurmd.pid 2>/dev/null || true); [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; }
 node_state() { timeout 5 sinfo -h -N -n localhost -o %T 2>/dev/null | head -1; }
 stop_pidfile() {  # stop the daemon recorded in a pid file (ours), wait for it to go
     local pidfile=$1 pid
@@ -118,7 +119,7 @@ if [ ! -f "$CONF" ] || [ "$(cat "$CONF")" != "$NEW_CONF" ]; then
 fi
 
 # Fast path: already up with this config.
-if [ "$CHANGED" = 0 ] && slurm_ping && [ "$(node_state)" = idle ]; then
+if [ "$CHANGED" = 0 ] && slurm_ping && slurmd_alive && [ "$(node_state)" = idle ]; then
     log "cluster already up (node localhost idle)"
     exit 0
 fi
@@ -157,8 +158,7 @@ if ! slurm_ping; then
     for _ in $(seq $(( TIMEOUT * 5 ))); do slurm_ping && break; sleep 0.2; done
     slurm_ping || { tail -20 /var/log/slurm/slurmctld.log >&2 || true; die "slurmctld not answering"; }
 fi
-pid=$(cat /run/slurm/slurmd.pid 2>/dev/null || true)
-if [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; then
+if ! slurmd_alive; then
     log "starting slurmd"
     $SUDO slurmd -N localhost || die "slurmd failed to start (see /var/log/slurm/slurmd.log)"
 fi

@@ -404,6 +404,20 @@ def _train_row(phase: str, label: str, docs: list[dict]) -> dict[str, Any]:
             "examples": sum(m["examples"] for m in metrics) / n, "n": n}
 
 
+def _stage_rows(run: str, docs: list[dict]) -> list[dict[str, Any]]:
+    """One row per curriculum stage (mean over seeds) for methods that train in several stages."""
+    stages = [d["metrics"]["stages"] for d in docs if d.get("metrics")]
+    if not stages or len(stages[0]) < 2:
+        return []
+    rows = []
+    for index, stage in enumerate(stages[0]):
+        walls = [s[index]["wall_s"] for s in stages]
+        rows.append({"phase": "distillation stage", "run": run, "label": f"  stage {index + 1} of {len(stages[0])}",
+                     "wall_s": sum(walls) / len(walls), "tokens": None, "tokens_per_s": None, "peak_rss_mb": None,
+                     "teacher_forward_passes": None, "examples": stage["examples"], "n": len(walls)})
+    return rows
+
+
 def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], methods: dict[str, str],
                   seeds: list[int], baseline: str, pairs: dict[str, str | None] | None = None) -> Table:
     rows = [_train_row("teacher SFT", "Teacher SFT", [read_result(results / "teacher" / "train.json", "train")]),
@@ -415,6 +429,12 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
         rows.append({"phase": "profiling", "label": "Difficulty profiling", "wall_s": doc["wall_s"],
                      "tokens": None, "tokens_per_s": None, "peak_rss_mb": None, "teacher_forward_passes": None,
                      "examples": doc["n_examples"], "n": 1})
+    cache = results / "teacher" / "cache.json"
+    if cache.is_file():
+        meta = read_result(cache, "teacher_cache")["cache"]
+        rows.append({"phase": "cache build", "label": f"Teacher cache build ({meta['mode']})",
+                     "wall_s": meta["build_s"], "tokens": None, "tokens_per_s": None, "peak_rss_mb": None,
+                     "teacher_forward_passes": meta["forward_passes"], "examples": meta["n_examples"], "n": 1})
     train_rows = {}
     for run in [SFT_RUN, *labels]:
         docs = [read_result(results / "runs" / run / f"seed{s}" / "train.json", "train") for s in seeds]
@@ -422,6 +442,7 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
         row["run"] = run
         train_rows[run] = row
         rows.append(row)
+        rows.extend(_stage_rows(run, docs))
     for row in rows:
         row.setdefault("run", None)
     # Relative to vanilla KD with the same loss (POCL-FKL vs KD-FKL, CPD vs KD-SRKL), else its first run.
@@ -434,7 +455,9 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
     eval_wall = scores.groupby("run")[["generation_s", "scoring_s"]].sum()
     for run in row_order(list(eval_wall.index), labels):
         rows.append({"phase": "evaluation", "run": run, "label": f"Evaluation: {run_label(run, labels)}",
-                     "wall_s": float(eval_wall.loc[run].sum()), "tokens": float(scores[scores.run == run].new_tokens.sum()),
+                     "wall_s": float(eval_wall.loc[run].sum()), "generation_s": float(eval_wall.loc[run, "generation_s"]),
+                     "scoring_s": float(eval_wall.loc[run, "scoring_s"]),
+                     "tokens": float(scores[scores.run == run].new_tokens.sum()),
                      "tokens_per_s": None, "peak_rss_mb": None, "teacher_forward_passes": None, "examples": None,
                      "n": int((scores.run == run).sum())})
     data = pd.DataFrame(rows)
@@ -448,8 +471,9 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
             lambda v: "–" if v is None or pd.isna(v) else f"{v:.2f}×"),
     })
     notes = [f"Training rows: mean over {len(seeds)} training seed(s); 'Rel. to KD' divides by vanilla KD with the "
-             "same loss (the reference of the paired tests in the scores table). Evaluation rows: generation + "
-             "scoring summed over eval sets and seeds."]
+             "same loss (the reference of the paired tests in the scores table); staged methods also get one row "
+             "per stage. Evaluation rows: generation + scoring summed over eval sets and seeds (separate columns "
+             "in the CSV)."]
     return Table("runtime", "Wall-clock runtime per phase", display, data, notes)
 
 

@@ -359,9 +359,10 @@ def bench_generation(ws: Workspace) -> dict[str, Any]:
     records = [record_from_json(r, f"test:{i}") for i, r in
                enumerate(generate_examples("test", s.gen_prompts, seed=ws.seed))]
     prompts = [r.prompt for r in records]
-    # "trained": the student briefly fine-tuned, so completions stop at EOS at different lengths (a batch
-    # runs until its longest member stops). "untrained": a random model with a wide initialisation, whose
-    # greedy completions are varied and almost never hit EOS, so every one runs to max_new_tokens.
+    # "trained": the student briefly fine-tuned, so that completions stop at EOS as a trained model's do
+    # (early: the model is weak); a batch runs until its longest member stops. "untrained": a random model
+    # with a wide initialisation, whose greedy completions differ from prompt to prompt and almost never
+    # hit EOS, so every one runs to max_new_tokens (the most generation work per prompt).
     t0 = time.perf_counter()
     trained = ws.student()
     sft_cfg = replace(ws.train_config(), epochs=s.gen_sft_epochs, lr=1e-2, log_every=10 ** 9)

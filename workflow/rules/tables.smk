@@ -1,5 +1,7 @@
 # Tables and figures: every result JSON -> paper_tables/<name>/ (Markdown, LaTeX, CSV, PNG). Trains nothing.
 # Outputs are marked for the HTML report: snakemake --report report.html --configfile config/<name>.yaml
+from pathlib import Path
+
 from kdbench.plots import PLOT_NAMES
 from kdbench.tables import DEFAULT_LOSS
 
@@ -17,7 +19,7 @@ report: "../report/workflow.rst"
 
 
 def _table_output(path):
-    name, ext = path.rsplit("/", 1)[1].rsplit(".", 1)
+    name, ext = Path(path).stem, Path(path).suffix.lstrip(".")
     if ext == "csv":
         return report(path, caption=f"../report/{REPORT_CAPTION[name]}", category="Tables",
                       labels={"table": name, "format": "CSV"})
@@ -35,6 +37,8 @@ def table_inputs(wildcards):
     inputs += [f"{R}/evalsets/{es}.json" for es in EVAL_SETS]
     if any(spec.needs_profile for spec in RUNS.values()):
         inputs += [f"{R}/profile/summary.json", f"{R}/profile/difficulty.csv"]
+    if CACHE_MODE != "live" and any(spec.needs_teacher for spec in RUNS.values()):
+        inputs.append(f"{R}/teacher/cache.json")
     return inputs
 
 
