@@ -23,7 +23,7 @@ from kdbench.methods import (SFT_RUN, ScheduleContext, SupervisedFineTuning, dis
 from kdbench.models import (PRECISIONS, build_model, load_model, load_tokenizer, resolve_device, save_model,
                             train_bpe_tokenizer, count_parameters)
 from kdbench.results import read_result, write_result
-from kdbench.train import LiveTeacher, TrainConfig, train
+from kdbench.train import LiveTeacher, TrainConfig, peak_rss_mb, train
 
 
 def log(message: str) -> None:
@@ -173,7 +173,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     write_text_atomic(out_csv, frame.to_csv(index=False))
     quality = signal_quality(frame.set_index("id"))
     write_result(out_summary, "profile", spec, {
-        "n_examples": len(frame), "timings": timings, "wall_s": sum(timings.values()),
+        "n_examples": len(frame), "timings": timings, "wall_s": sum(timings.values()), "peak_rss_mb": peak_rss_mb(),
         "generation": gen_stats, "signal_quality": quality.to_dict(orient="records"),
         "means": {c: float(frame[c].mean()) for c in ("student_ce", "student_rouge_l", "teacher_ce")}})
 
@@ -283,7 +283,7 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
             "model": model_label, "eval_set": spec["eval_set"], "eval_seed": eval_seed, "n": n,
             "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n,
             "predictions_file": "predictions.jsonl", "predictions_sha256": sha256_file(seed_dir / "predictions.jsonl"),
-            "generation": gen_stats, "scoring_s": scoring_s, "device": str(device)})
+            "generation": gen_stats, "scoring_s": scoring_s, "device": str(device), "peak_rss_mb": peak_rss_mb()})
         log(f"{model_label} on {spec['eval_set']} seed {eval_seed}: Rouge-L {sum(rouge) / n:.2f} over {n}")
 
 

@@ -61,17 +61,14 @@ def test_synthetic_pairs_are_deterministic_and_varied(pairs):
     assert any(len(refs) > 1 for _, refs in pairs)
 
 
-def test_measure_reports_identical_and_faster():
+def test_measure_reports_identical_results():
     result = rouge_speed.measure(n_pairs=300, seed=0, repeats=1)
     assert result["identical"] is True
     assert result["n_pairs"] == 300
     for key in ("rouge_score_s", "kdbench_cold_s", "kdbench_warm_s"):
         assert result[key] > 0
     assert result["speedup_cold"] == result["rouge_score_s"] / result["kdbench_cold_s"]
-    # Typically 10-50x; a 2x floor leaves room for a busy machine but catches a lost cache
-    # or a fallback to the Python LCS.
-    assert result["speedup_cold"] > 2
-    assert result["kdbench_warm_s"] < result["kdbench_cold_s"]
+    # Speed itself is reported by the benchmark (docs/benchmarks.md), never asserted in a test.
 
 
 def test_measure_on_real_data(shared_data_dir, tmp_path):
