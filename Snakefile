@@ -18,6 +18,9 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/tables.smk"
 
 
+# Every result file is a target, not only the tables: Snakemake does not rebuild a deleted intermediate
+# file whose consumers are up to date, and a deleted run must be re-run.
 rule all:
     input:
         TABLE_FILES,
+        table_inputs(None),
