@@ -30,6 +30,10 @@ if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "slurm-setup: needs root or sudo" >&2; exit 1; }
     SUDO="sudo -n"
 fi
+# Daemons run at normal priority even when this script is called under `nice` (jobs still get the
+# submitter's nice value: PropagatePrioProcess below).
+DAEMON="$SUDO"
+if [ "$(nice)" -gt 0 ] && [ "$(id -u)" -eq 0 ]; then DAEMON="nice -n -$(nice)"; fi
 log() { echo "slurm-setup: $*"; }
 die() { echo "slurm-setup: ERROR: $*" >&2; exit 1; }
 
@@ -86,7 +90,8 @@ SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 ReturnToService=2
 MinJobAge=3600
-SlurmdTimeout=300
+# The node is this machine: never mark it down for a slow answer (a paused slurmd would requeue jobs).
+SlurmdTimeout=0
 InactiveLimit=0
 KillWait=5
 # Jobs run at the nice value of the process that submitted them (slurmd itself stays at its own).
@@ -140,7 +145,7 @@ $SUDO chmod 0400 /etc/munge/munge.key
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
     log "starting munged"
     $SUDO rm -f /run/munge/munged.pid
-    $SUDO runuser -u munge -- munged || die "munged failed to start (see /var/log/munge/munged.log)"
+    $DAEMON runuser -u munge -- munged || die "munged failed to start (see /var/log/munge/munged.log)"
     for _ in $(seq 50); do munge -n 2>/dev/null | unmunge >/dev/null 2>&1 && break; sleep 0.1; done
     munge -n | unmunge >/dev/null || die "munge does not work (see /var/log/munge/munged.log)"
 fi
@@ -154,13 +159,13 @@ if ! slurm_ping; then
     stop_pidfile /run/slurm/slurmctld.pid
     log "starting slurmctld"
     # -c: fresh state (no jobs/nodes from an older config); -i: ignore state-file errors.
-    $SUDO slurmctld -c -i || die "slurmctld failed to start (see /var/log/slurm/slurmctld.log)"
+    $DAEMON slurmctld -c -i || die "slurmctld failed to start (see /var/log/slurm/slurmctld.log)"
     for _ in $(seq $(( TIMEOUT * 5 ))); do slurm_ping && break; sleep 0.2; done
     slurm_ping || { tail -20 /var/log/slurm/slurmctld.log >&2 || true; die "slurmctld not answering"; }
 fi
 if ! slurmd_alive; then
     log "starting slurmd"
-    $SUDO slurmd -N localhost || die "slurmd failed to start (see /var/log/slurm/slurmd.log)"
+    $DAEMON slurmd -N localhost || die "slurmd failed to start (see /var/log/slurm/slurmd.log)"
 fi
 
 # ---------------------------------------------------------------- wait for an idle node
