@@ -45,6 +45,25 @@ def _train_section(section: dict | None) -> dict | None:
     return None if section is None else {**TRAIN_DEFAULTS, **section}
 
 
+def _check_batch_sizes(cfg: dict, source: str) -> None:
+    """Each optimiser step's global batch must split into whole micro-batches on every process."""
+    devices = f"{cfg['training']['devices']} process(es) (training.devices)"
+    sections = [("teacher.train", cfg["teacher"]["train"], 1, "1 process"),
+                ("student.warmup", cfg["student"]["warmup"], 1, "1 process"),
+                ("training.train", cfg["training"]["train"], cfg["training"]["devices"], devices)]
+    if cfg["training"].get("sft_train"):
+        sections.append(("training.sft_train", run_train_section(cfg, cfg["training"]["sft_train"]),
+                         cfg["training"]["devices"], devices))
+    for name, settings in (cfg["methods"].get("settings") or {}).items():
+        if (settings or {}).get("train"):
+            sections.append((f"methods.settings.{name}.train", run_train_section(cfg, settings["train"]),
+                             cfg["training"]["devices"], devices))
+    for key, section, processes, label in sections:
+        if section is not None and section["global_batch_size"] % (section["micro_batch_size"] * processes):
+            raise ConfigError(f"{source}: config key {key}: global_batch_size {section['global_batch_size']} is not a "
+                              f"multiple of micro_batch_size {section['micro_batch_size']} x {label}")
+
+
 def resolve(config: dict, source: str = "config") -> dict:
     """Validate ``config`` (naming ``source`` in errors) and fill every default explicitly."""
     if not isinstance(config, dict):
@@ -65,6 +84,7 @@ def resolve(config: dict, source: str = "config") -> dict:
     cfg["evaluation"] = {**EVAL_DEFAULTS, **cfg["evaluation"]}
     cfg["tables"] = {**TABLE_DEFAULTS, **cfg["tables"]}
     cfg["methods"].setdefault("root", "methods")
+    _check_batch_sizes(cfg, source)
     data = cfg["data"]
     if data["max_prompt_tokens"] >= data["max_length"]:
         raise ConfigError(f"{source}: data.max_prompt_tokens ({data['max_prompt_tokens']}) must be below "
@@ -120,9 +140,16 @@ def teacher_cache_spec(cfg: dict) -> dict:
     return {"teacher": teacher_spec(cfg), "cache": cfg["training"]["teacher_cache"]}
 
 
+def run_train_section(cfg: dict, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``training.train`` with a run's optimiser overrides (methods.settings.<m>.train, training.sft_train)."""
+    return {**cfg["training"]["train"], **(overrides or {})}
+
+
 def distill_spec(cfg: dict, run: dict[str, Any], seed: int) -> dict:
-    """``run`` is RunSpec.identity() (method, variant, version, hparams) or the SFT reference."""
-    spec = {"student": student_init_spec(cfg), "training": cfg["training"], "run": run, "seed": seed}
+    """``run`` is RunSpec.identity() (method, variant, version, hparams[, train]) or the SFT reference."""
+    training = {k: v for k, v in cfg["training"].items() if k != "sft_train"}
+    training["train"] = run_train_section(cfg, run.get("train"))
+    spec = {"student": student_init_spec(cfg), "training": training, "run": run, "seed": seed}
     if run.get("needs_teacher", True):
         spec["teacher"] = teacher_spec(cfg)
     if run.get("needs_profile", False):

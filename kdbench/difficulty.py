@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kdbench.batching import Encoded, collate
+from kdbench.batching import IGNORE_INDEX, Encoded, collate
+from kdbench.models import ResponseLM
 
 SIGNALS = {  # signal -> True when a larger value means an easier example
     "student_ce": False,
@@ -34,13 +35,15 @@ def sequence_ce(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
         labels = batch["labels"]
-        token_loss = torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-        mask = (labels != -100).float()
-        per_example = (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
-        values[rows] = per_example.double().cpu().numpy()
+        keep = labels != IGNORE_INDEX
+        logits = ResponseLM(model)(batch["input_ids"], batch["attention_mask"], labels).float()
+        token_loss = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="none")
+        # Sum each example's response tokens back into its row, then average (no response: 0).
+        example_of_token = keep.nonzero()[:, 0]
+        totals = torch.zeros(len(rows), dtype=torch.float64, device=logits.device)
+        totals.index_add_(0, example_of_token, token_loss.double())
+        values[rows] = (totals / keep.sum(1).clamp(min=1)).cpu().numpy()
     return values
 
 

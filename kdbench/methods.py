@@ -324,9 +324,13 @@ class RunSpec:
     needs_teacher: bool
     needs_profile: bool
     order: int
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)   # methods.settings.<m>.train overrides
 
     def identity(self) -> dict[str, Any]:
-        return {"method": self.method, "variant": self.variant, "version": self.version, "hparams": self.hparams}
+        identity = {"method": self.method, "variant": self.variant, "version": self.version, "hparams": self.hparams}
+        if self.train:      # only when set, so runs without overrides keep their specs (and results)
+            identity["train"] = self.train
+        return identity
 
 
 def run_name(method: str, variant: str, n_variants: int) -> str:
@@ -365,7 +369,8 @@ def resolve_runs(config: dict, methods: dict[str, MethodInfo]) -> dict[str, RunS
             label = info.display_name if len(variants) == 1 else f"{info.display_name} ({variant.upper()})"
             rname = run_name(name, variant, len(variants))
             runs[rname] = RunSpec(rname, name, variant, label, info.version, hparams,
-                                  info.cls.needs_teacher, info.cls.needs_profile, info.manifest.get("order", 100))
+                                  info.cls.needs_teacher, info.cls.needs_profile, info.manifest.get("order", 100),
+                                  dict(user.get("train") or {}))
     return dict(sorted(runs.items(), key=lambda kv: (kv[1].order, kv[1].method, kv[0])))
 
 

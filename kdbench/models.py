@@ -8,6 +8,7 @@ from typing import Iterable
 
 import torch
 
+from kdbench.batching import IGNORE_INDEX
 from kdbench.errors import ConfigError
 
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
@@ -42,6 +43,34 @@ def load_tokenizer(name_or_path: str | os.PathLike):
         # GPT-2's tokenizer ships without a pad token; the lineage pads with EOS.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# Architectures whose LM head is one linear layer on the base model's last hidden state (no logit
+# soft-capping or scaling), so it can run on the response positions alone. tests/unit/test_models.py
+# checks each against the full forward; any other architecture takes the full forward and a gather.
+LINEAR_HEAD_MODEL_TYPES = frozenset({"llama", "gpt2", "qwen2", "mistral"})
+
+
+class ResponseLM(torch.nn.Module):
+    """A causal LM that returns logits at the response positions only (``labels != -100``), as [N, V] in
+    row-major (example, position) order — the order of ``logits[labels != -100]``.
+
+    Every loss in kdbench reads logits at response positions only, and prompts are most of each sequence
+    (~90 % of the tokens in the default config), so the LM head and the losses' softmaxes run on those N
+    rows instead of B x L. Wrap this module, not the bare model, in DistributedDataParallel so that its
+    forward is the one DDP sees."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        self.head_on_responses_only = getattr(model.config, "model_type", None) in LINEAR_HEAD_MODEL_TYPES
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        keep = labels != IGNORE_INDEX
+        if not self.head_on_responses_only:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits[keep]
+        hidden = self.model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.model.get_output_embeddings()(hidden[keep])
 
 
 def build_model(section: dict, tokenizer, seed: int):

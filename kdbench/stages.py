@@ -172,8 +172,16 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
         frame["family"] = [r.meta["family"] for r in records]
     write_text_atomic(out_csv, frame.to_csv(index=False))
     quality = signal_quality(frame.set_index("id"))
+    # Tokens through a forward pass: each CE pass reads every prompt+response token once; generation
+    # reads the (truncated) prompts and then one token per new token.
+    ce_tokens = sum(len(e.input_ids) for e in encoded)
+    tokens = {"student_ce": ce_tokens, "teacher_ce": ce_tokens,
+              "generation": gen_stats["prompt_tokens"] + gen_stats["new_tokens"]}
+    wall = sum(timings.values())
     write_result(out_summary, "profile", spec, {
-        "n_examples": len(frame), "timings": timings, "wall_s": sum(timings.values()), "peak_rss_mb": peak_rss_mb(),
+        "n_examples": len(frame), "timings": timings, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
+        "tokens": tokens, "tokens_per_s": sum(tokens.values()) / wall if wall > 0 else None,
+        "dtype": str(teacher.dtype).removeprefix("torch."), "device": str(device),
         "generation": gen_stats, "signal_quality": quality.to_dict(orient="records"),
         "means": {c: float(frame[c].mean()) for c in ("student_ce", "student_rouge_l", "teacher_ce")}})
 
@@ -186,14 +194,18 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
     cache = spec["cache"]
     tokenizer = load_tokenizer(tokenizer_dir)
     encoded = encode_records(tokenizer, load_records(train_jsonl), **spec["teacher"]["lengths"])
-    key = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"])
-    teacher = load_model(teacher_dir, _teacher_dtype(spec["teacher"]["train"]["precision"], device))
+    dtype = _teacher_dtype(spec["teacher"]["train"]["precision"], device)
+    key = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"], dtype)
+    teacher = load_model(teacher_dir, dtype)
     tmp = out_tensors.with_name(f".{out_tensors.name}.tmp")
     meta = build_cache(teacher, encoded, pad_id=tokenizer.pad_token_id, device=device,
                        batch_size=cache["batch_size"], mode=cache["mode"], storage=cache["storage"],
                        top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta)
     tmp.replace(out_tensors)
-    write_result(out_meta, "teacher_cache", spec, {"cache": meta, "wall_s": meta["build_s"]})
+    tokens = sum(len(e.input_ids) for e in encoded)
+    write_result(out_meta, "teacher_cache", spec, {
+        "cache": meta, "wall_s": meta["build_s"], "tokens": tokens,
+        "tokens_per_s": tokens / meta["build_s"] if meta["build_s"] > 0 else None, "peak_rss_mb": peak_rss_mb()})
     log(f"teacher cache: {meta['n_examples']} examples, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_s']:.1f}s")
 
 
@@ -228,14 +240,16 @@ def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student
                               f"(e.g. {sorted(missing)[:3]}); re-run profile_difficulty")
     ctx = ScheduleContext(tuple(r.id for r in records), cfg.epochs, seed, difficulty)
     teacher = None
+    # The teacher runs in its own training precision, live or cached, so both give the same logits.
+    teacher_dtype = _teacher_dtype(spec["teacher"]["train"]["precision"], device) if method.needs_teacher else None
     if method.needs_teacher and cache_tensors is not None:
         from kdbench.teacher_cache import CachedTeacher, cache_key
 
         cache = spec["training"]["teacher_cache"]
-        expected = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"])
+        expected = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"], teacher_dtype)
         teacher = CachedTeacher(cache_tensors, read_result(cache_meta, "teacher_cache")["cache"], expected)
     elif method.needs_teacher:
-        teacher = LiveTeacher(load_model(teacher_dir), device, _teacher_dtype(cfg.precision, device))
+        teacher = LiveTeacher(load_model(teacher_dir), device, teacher_dtype)
     student = load_model(student_dir)
     metrics = train(student, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
                     teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log)
@@ -283,7 +297,8 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
             "model": model_label, "eval_set": spec["eval_set"], "eval_seed": eval_seed, "n": n,
             "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n,
             "predictions_file": "predictions.jsonl", "predictions_sha256": sha256_file(seed_dir / "predictions.jsonl"),
-            "generation": gen_stats, "scoring_s": scoring_s, "device": str(device), "peak_rss_mb": peak_rss_mb()})
+            "generation": gen_stats, "scoring_s": scoring_s, "device": str(device),
+            "dtype": str(model.dtype).removeprefix("torch."), "peak_rss_mb": peak_rss_mb()})
         log(f"{model_label} on {spec['eval_set']} seed {eval_seed}: Rouge-L {sum(rouge) / n:.2f} over {n}")
 
 

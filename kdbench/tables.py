@@ -147,7 +147,7 @@ def load_results(results: Path) -> tuple[pd.DataFrame, dict[tuple, ExampleScores
         rows.append({"run": key[0], "seed": key[1], "eval_set": key[2], "eval_seed": key[3],
                      "rouge_l": doc["rouge_l"], "exact_match": doc["exact_match"], "n_examples": doc["n"],
                      "generation_s": doc["generation"]["wall_s"], "scoring_s": doc["scoring_s"],
-                     "new_tokens": doc["generation"]["new_tokens"]})
+                     "new_tokens": doc["generation"]["new_tokens"], "peak_rss_mb": doc.get("peak_rss_mb")})
     if not rows:
         raise ResultError(f"{results}: no scores.json found under eval/; run the workflow first")
     return pd.DataFrame(rows), examples
@@ -384,7 +384,12 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
         footnotes.append(f"No paired test (no '{baseline}' run with the same loss in this config): "
                          + ", ".join(run_label(r, labels) for r in unpaired) + ".")
     for es in eval_sets:
-        footnotes += set_info[es].get("info", {}).get("footnotes", [])
+        info = set_info[es].get("info", {})
+        footnotes += info.get("footnotes", [])
+        scored = sorted(scores[scores.eval_set == es].n_examples.unique())
+        if info.get("count") is not None and scored != [info["count"]]:
+            footnotes.append(f"{set_info[es]['display_name']}: {'/'.join(map(str, scored))} of its {info['count']} "
+                             "records scored (evaluation.max_examples keeps the first ones).")
     data = pd.DataFrame(data_rows)
     data["paired_draws"] = data["paired_draws"].astype("Int64")
     return Table("scores", "Rouge-L on the evaluation sets", pd.DataFrame(display_rows), data, footnotes)
@@ -402,6 +407,13 @@ def _train_row(phase: str, label: str, docs: list[dict]) -> dict[str, Any]:
             "peak_rss_mb": max(m["peak_rss_mb"] for m in metrics),
             "teacher_forward_passes": sum(m.get("teacher_forward_passes", 0) for m in metrics) / n,
             "examples": sum(m["examples"] for m in metrics) / n, "n": n}
+
+
+def _throughput(doc: dict) -> dict[str, Any]:
+    """Tokens, tokens/s and peak RSS of a one-off stage; results written before these were recorded have None."""
+    tokens = doc.get("tokens")
+    total = sum(tokens.values()) if isinstance(tokens, dict) else tokens
+    return {"tokens": total, "tokens_per_s": doc.get("tokens_per_s"), "peak_rss_mb": doc.get("peak_rss_mb")}
 
 
 def _stage_rows(run: str, docs: list[dict]) -> list[dict[str, Any]]:
@@ -427,13 +439,13 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
     if profile.is_file():
         doc = read_result(profile, "profile")
         rows.append({"phase": "profiling", "label": "Difficulty profiling", "wall_s": doc["wall_s"],
-                     "tokens": None, "tokens_per_s": None, "peak_rss_mb": None, "teacher_forward_passes": None,
-                     "examples": doc["n_examples"], "n": 1})
+                     **_throughput(doc), "teacher_forward_passes": None, "examples": doc["n_examples"], "n": 1})
     cache = results / "teacher" / "cache.json"
     if cache.is_file():
-        meta = read_result(cache, "teacher_cache")["cache"]
+        doc = read_result(cache, "teacher_cache")
+        meta = doc["cache"]
         rows.append({"phase": "cache build", "label": f"Teacher cache build ({meta['mode']})",
-                     "wall_s": meta["build_s"], "tokens": None, "tokens_per_s": None, "peak_rss_mb": None,
+                     "wall_s": meta["build_s"], **_throughput(doc),
                      "teacher_forward_passes": meta["forward_passes"], "examples": meta["n_examples"], "n": 1})
     train_rows = {}
     for run in [SFT_RUN, *labels]:
@@ -452,28 +464,36 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
         ref = run if methods.get(run) == baseline else pairs.get(run) or (baseline_runs[0] if baseline_runs else None)
         row["relative_to_kd"] = row["wall_s"] / train_rows[ref]["wall_s"] if ref and train_rows[ref]["wall_s"] else None
         row["kd_reference"] = ref
-    eval_wall = scores.groupby("run")[["generation_s", "scoring_s"]].sum()
+    eval_wall = scores.groupby("run")[["generation_s", "scoring_s", "new_tokens"]].sum()
+    eval_rss = scores.groupby("run")["peak_rss_mb"].max()
     for run in row_order(list(eval_wall.index), labels):
+        generation_s, new_tokens = float(eval_wall.loc[run, "generation_s"]), float(eval_wall.loc[run, "new_tokens"])
+        rss = eval_rss.loc[run]
         rows.append({"phase": "evaluation", "run": run, "label": f"Evaluation: {run_label(run, labels)}",
-                     "wall_s": float(eval_wall.loc[run].sum()), "generation_s": float(eval_wall.loc[run, "generation_s"]),
-                     "scoring_s": float(eval_wall.loc[run, "scoring_s"]),
-                     "tokens": float(scores[scores.run == run].new_tokens.sum()),
-                     "tokens_per_s": None, "peak_rss_mb": None, "teacher_forward_passes": None, "examples": None,
-                     "n": int((scores.run == run).sum())})
+                     "wall_s": generation_s + float(eval_wall.loc[run, "scoring_s"]), "generation_s": generation_s,
+                     "scoring_s": float(eval_wall.loc[run, "scoring_s"]), "tokens": new_tokens,
+                     # generated tokens per second of generation (scoring does not produce tokens)
+                     "tokens_per_s": new_tokens / generation_s if generation_s > 0 else None,
+                     "peak_rss_mb": None if pd.isna(rss) else float(rss), "teacher_forward_passes": None,
+                     "examples": None, "n": int((scores.run == run).sum())})
     data = pd.DataFrame(rows)
+    def column(values: pd.Series, fmt: str, unit: str = "") -> pd.Series:
+        return values.map(lambda v: "–" if v is None or pd.isna(v) else format(v, fmt) + unit)
+
     display = pd.DataFrame({
         "Phase": data.label,
-        "Wall-clock (s)": data.wall_s.map(lambda v: f"{v:.1f}"),
-        "Tokens/s": data.tokens_per_s.map(lambda v: "–" if v is None or pd.isna(v) else f"{v:,.0f}"),
-        "Examples seen": data.examples.map(lambda v: "–" if v is None or pd.isna(v) else f"{v:,.0f}"),
-        "Teacher fwd": data.teacher_forward_passes.map(lambda v: "–" if v is None or pd.isna(v) else f"{v:,.0f}"),
-        "Rel. to KD": data.get("relative_to_kd", pd.Series([None] * len(data))).map(
-            lambda v: "–" if v is None or pd.isna(v) else f"{v:.2f}×"),
+        "Wall-clock (s)": column(data.wall_s, ".1f"),
+        "Tokens/s": column(data.tokens_per_s, ",.0f"),
+        "Peak RSS (MiB)": column(data.peak_rss_mb, ",.0f"),
+        "Examples seen": column(data.examples, ",.0f"),
+        "Teacher fwd": column(data.teacher_forward_passes, ",.0f"),
+        "Rel. to KD": column(data.get("relative_to_kd", pd.Series([None] * len(data))), ".2f", "×"),
     })
     notes = [f"Training rows: mean over {len(seeds)} training seed(s); 'Rel. to KD' divides by vanilla KD with the "
              "same loss (the reference of the paired tests in the scores table); staged methods also get one row "
              "per stage. Evaluation rows: generation + scoring summed over eval sets and seeds (separate columns "
-             "in the CSV)."]
+             "in the CSV), tokens/s = generated tokens per second of generation. Peak RSS: the largest "
+             "resident set of any process of that phase (training: max over seeds)."]
     return Table("runtime", "Wall-clock runtime per phase", display, data, notes)
 
 

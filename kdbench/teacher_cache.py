@@ -22,9 +22,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from kdbench.batching import Encoded, collate
+from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.errors import ResultError
 from kdbench.io import sha256_file
+from kdbench.models import ResponseLM
 
 MODES = ("live", "dense", "topk")
 STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -42,11 +43,15 @@ def _weights_digest(model_dir: Path) -> str:
     return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest()
 
 
-def cache_key(teacher_dir: Path, encoded: list[Encoded], mode: str, storage: str, top_k: int | None) -> str:
-    # Token ids and labels already carry the tokenizer and the truncation parameters.
+def cache_key(teacher_dir: Path, encoded: list[Encoded], mode: str, storage: str, top_k: int | None,
+              compute_dtype: torch.dtype = torch.float32) -> str:
+    # Token ids and labels already carry the tokenizer and the truncation parameters; the teacher's
+    # compute dtype changes its logits (a bf16 GPU cache is not the fp32 CPU teacher).
     parts = {"weights": _weights_digest(teacher_dir),
              "examples": hashlib.sha256("".join(e.example_id + _example_digest(e) for e in encoded).encode()).hexdigest(),
              "mode": mode, "storage": storage, "top_k": top_k if mode == "topk" else None}
+    if compute_dtype != torch.float32:     # fp32 keeps the key of caches written before the dtype was keyed
+        parts["compute_dtype"] = str(compute_dtype).removeprefix("torch.")
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -64,11 +69,11 @@ def build_cache(teacher, encoded: list[Encoded], *, pad_id: int, device: torch.d
     for start in range(0, len(order), batch_size):
         chunk = [encoded[i] for i in order[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-        logits = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        logits = ResponseLM(teacher)(batch["input_ids"], batch["attention_mask"], batch["labels"]).float()
         forward_passes += 1
+        ends = (batch["labels"] != IGNORE_INDEX).sum(1).cumsum(0).tolist()
         for r, example in enumerate(chunk):
-            positions = (batch["labels"][r] != -100).nonzero().squeeze(-1)
-            values = logits[r, positions]
+            values = logits[(ends[r - 1] if r else 0):ends[r]]
             if mode == "dense":
                 rows[f"{example.example_id}"] = values.to(STORAGE_DTYPES[storage]).cpu().contiguous()
             else:
@@ -107,21 +112,23 @@ class CachedTeacher:
         self.meta = meta
         self.forward_passes = 0
 
-    def logits(self, batch: dict[str, torch.Tensor], example_ids: list[str]) -> torch.Tensor:
+    def response_logits(self, batch: dict[str, torch.Tensor], example_ids: list[str]) -> torch.Tensor:
+        """[N, V] at the batch's response positions, in the order of ``logits[labels != -100]`` (the cache
+        stores exactly those rows per example, so this is a concatenation; no padded B x L x V tensor)."""
         labels = batch["labels"]
         vocab = self.meta["vocab_size"]
-        out = torch.zeros(*labels.shape, vocab, dtype=torch.float32, device=labels.device)
+        parts = []
         for r, example_id in enumerate(example_ids):
-            positions = (labels[r] != -100).nonzero().squeeze(-1)
+            n_positions = int((labels[r] != IGNORE_INDEX).sum())
             if self.meta["mode"] == "dense":
                 values = self.rows[example_id].float()
             else:
                 values = reconstruct_topk(self.rows[f"{example_id}.logp"], self.rows[f"{example_id}.idx"], vocab)
-            if values.shape[0] != positions.shape[0]:
+            if values.shape[0] != n_positions:
                 raise ResultError(f"teacher cache row for '{example_id}' has {values.shape[0]} positions, the batch "
-                                  f"has {positions.shape[0]}: the cache does not belong to this data")
-            out[r, positions] = values.to(out.device)
-        return out
+                                  f"has {n_positions}: the cache does not belong to this data")
+            parts.append(values)
+        return torch.cat(parts).to(labels.device)
 
 
 def approximation_error(dense_logits: torch.Tensor, top_k: int) -> dict[str, float]:

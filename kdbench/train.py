@@ -17,10 +17,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from kdbench.batching import Encoded, collate
+from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.errors import TrainingError
 from kdbench.methods import Method, Schedule, ScheduleContext, StepInfo
-from kdbench.models import PRECISIONS
+from kdbench.models import PRECISIONS, ResponseLM
 
 
 @dataclass(frozen=True)
@@ -58,13 +58,14 @@ class LiveTeacher:
         self.model = model.to(device=device, dtype=dtype).eval()
         for param in self.model.parameters():
             param.requires_grad_(False)
+        self.head = ResponseLM(self.model)
         self.forward_passes = 0
 
     @torch.no_grad()
-    def logits(self, batch: dict[str, torch.Tensor], example_ids: list[str]) -> torch.Tensor:
+    def response_logits(self, batch: dict[str, torch.Tensor], example_ids: list[str]) -> torch.Tensor:
+        """[N, V] at the batch's response positions, in the order of ``logits[labels != -100]``."""
         self.forward_passes += 1
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        return out.logits
+        return self.head(batch["input_ids"], batch["attention_mask"], batch["labels"])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -154,9 +155,9 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
     scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
 
     student.to(device).train()
-    model = student
+    model = ResponseLM(student)
     if world_size > 1:
-        model = torch.nn.parallel.DistributedDataParallel(student, device_ids=[device.index] if device.type == "cuda" else None)
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     torch.manual_seed(seed)
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
     resume = torch.load(ckpt_path, weights_only=False) if ckpt_path and ckpt_path.is_file() else None
@@ -223,13 +224,15 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                     examples = [encoded[i] for i in positions]
                     batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
                     ids = [e.example_id for e in examples]
+                    # Losses see the N response positions of the micro-batch as one [1, N, V] row: every
+                    # loss averages over response tokens, so this is the same value as the padded [B, L, V].
                     with torch.autocast(device.type, dtype=autocast_dtype, enabled=use_autocast):
-                        student_logits = model(input_ids=batch["input_ids"],
-                                               attention_mask=batch["attention_mask"]).logits
-                        teacher_logits = teacher.logits(batch, ids) if method.needs_teacher else None
-                    loss, logged = method.loss(student_logits.float(),
-                                               None if teacher_logits is None else teacher_logits.float(),
-                                               batch["labels"], info)
+                        student_logits = model(batch["input_ids"], batch["attention_mask"], batch["labels"])
+                        teacher_logits = teacher.response_logits(batch, ids) if method.needs_teacher else None
+                    response_labels = batch["labels"][batch["labels"] != IGNORE_INDEX]
+                    loss, logged = method.loss(student_logits.float()[None],
+                                               None if teacher_logits is None else teacher_logits.float()[None],
+                                               response_labels[None], info)
                     if not torch.isfinite(loss):
                         raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {global_epoch}, "
                                             f"stage {stage_index}); example ids: {', '.join(ids)}")

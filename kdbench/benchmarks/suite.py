@@ -440,7 +440,10 @@ def bare_loop(student, teacher_model, encoded, cfg, *, pad_id: int, seed: int, d
     method hooks or autocast context."""
     from kdbench.batching import collate
     from kdbench.losses import get_loss, mix_with_ce, token_ce
+    from kdbench.models import ResponseLM
     from kdbench.train import epoch_order, lr_factor
+
+    student_head, teacher_head = ResponseLM(student), ResponseLM(teacher_model)
 
     settings = dict(loss_settings)
     kd_ratio = settings.pop("kd_ratio")
@@ -462,12 +465,13 @@ def bare_loop(student, teacher_model, encoded, cfg, *, pad_id: int, seed: int, d
     losses = []
     for examples in batches:
         batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
-        logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        # The same math as kdbench.train: logits at the response positions only, as one [1, N, V] row.
+        logits = student_head(batch["input_ids"], batch["attention_mask"], batch["labels"])[None]
         with torch.no_grad():
-            teacher_logits = teacher_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        mask = batch["labels"] != -100
-        loss = mix_with_ce(token_ce(logits, batch["labels"]),
-                           kd_loss(logits, teacher_logits, mask, **settings), kd_ratio)
+            teacher_logits = teacher_head(batch["input_ids"], batch["attention_mask"], batch["labels"])[None]
+        labels = batch["labels"][batch["labels"] != -100][None]
+        loss = mix_with_ce(token_ce(logits, labels),
+                           kd_loss(logits, teacher_logits, labels != -100, **settings), kd_ratio)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
         optimizer.step()
@@ -520,21 +524,28 @@ def bench_train_flops(ws: Workspace) -> dict[str, Any]:
     kd_losses = [h["loss"] for h in kd["history"]]
     diffs = [float((p - q).abs().max()) for p, q in zip(kd["_student"].state_dict().values(),
                                                        bare_run["_student"].state_dict().values())]
-    n_student = ws.student().num_parameters()
-    n_teacher = live.model.num_parameters()
-    tokens = best["kdbench"]["tokens"]
+    student = ws.student()
+    n_student, n_teacher = student.num_parameters(), live.model.num_parameters()
+    head_student = student.get_output_embeddings().weight.numel()
+    head_teacher = live.model.get_output_embeddings().weight.numel()
+    tokens, response_tokens = best["kdbench"]["tokens"], best["kdbench"]["response_tokens"]
     padded = _padded_tokens(ws.encoded, cfg, ws.seed)
-    flops_per_token = 6 * n_student + 2 * n_teacher
+    # The LM heads run at the response positions only (kdbench.models.ResponseLM), the bodies everywhere.
+    flops_per_token = 6 * (n_student - head_student) + 2 * (n_teacher - head_teacher)
+    flops_per_response_token = 6 * head_student + 2 * head_teacher
+    flops = flops_per_token * tokens + flops_per_response_token * response_tokens
     loop_wall = min(m["wall_s"] for m in runs["kdbench"])
-    achieved = flops_per_token * tokens / loop_wall
-    achieved_padded = flops_per_token * padded / loop_wall
+    achieved = flops / loop_wall
+    achieved_padded = (flops_per_token * padded + flops_per_response_token * response_tokens) / loop_wall
     threads = torch.get_num_threads() if ws.device.type == "cpu" else 1
-    per_cpu_s = flops_per_token * tokens / cpu["kdbench"]
+    per_cpu_s = flops / cpu["kdbench"]
     return {
         "description": "training loop FLOP/s vs the measured matmul peak; loop overhead vs a bare PyTorch loop",
         "ratio": achieved / peak["peak_flops_per_s"],
         "ratio_definition": "achieved FLOP/s of the training loop / measured fp32 matmul peak FLOP/s",
-        "flops_formula": "(6*N_student + 2*N_teacher) * tokens; tokens = non-padding tokens; N = parameter count",
+        "flops_formula": "(6*(N_student - H_student) + 2*(N_teacher - H_teacher)) * tokens + (6*H_student + "
+                         "2*H_teacher) * response_tokens; tokens = non-padding tokens; N = parameter count; "
+                         "H = LM-head parameters (applied at response positions only)",
         "achieved_flops_per_s": achieved,
         "achieved_flops_per_s_padded": achieved_padded,
         "ratio_padded": achieved_padded / peak["peak_flops_per_s"],
@@ -552,7 +563,9 @@ def bench_train_flops(ws: Workspace) -> dict[str, Any]:
                                                         for k, b in zip(runs["kdbench"], runs["bare"])),
         "parameters": {"run": RUN, "n_examples": len(ws.encoded), "epochs": s.epochs, "batch_size": s.batch_size,
                        "student_params": n_student, "teacher_params": n_teacher, "flops_per_token": flops_per_token,
-                       "tokens": tokens, "padded_tokens": padded, "repeats": s.train_repeats,
+                       "student_head_params": head_student, "teacher_head_params": head_teacher,
+                       "flops_per_response_token": flops_per_response_token, "flops": flops,
+                       "tokens": tokens, "response_tokens": response_tokens, "padded_tokens": padded, "repeats": s.train_repeats,
                        "matmul_sizes": list(s.matmul_sizes), "matmul_repeats": s.matmul_repeats},
         "timings": {"matmul": peak, "kdbench": [_run_summary(m) for m in runs["kdbench"]],
                     "bare": [{k: v for k, v in m.items() if k not in ("losses", "_student")} for m in runs["bare"]]},

@@ -99,8 +99,14 @@ def test_rouge_is_identical_to_rouge_score(report):
 def test_flops_and_overhead_are_reported_from_the_same_math(report):
     result = report["benchmarks"]["train_flops"]
     params = result["parameters"]
-    assert params["flops_per_token"] == 6 * params["student_params"] + 2 * params["teacher_params"]
-    assert params["padded_tokens"] >= params["tokens"] > 0
+    heads = {"student": params["student_head_params"], "teacher": params["teacher_head_params"]}
+    assert 0 < heads["student"] < params["student_params"] and 0 < heads["teacher"] < params["teacher_params"]
+    assert params["flops_per_token"] == (6 * (params["student_params"] - heads["student"])
+                                         + 2 * (params["teacher_params"] - heads["teacher"]))
+    assert params["flops_per_response_token"] == 6 * heads["student"] + 2 * heads["teacher"]
+    assert params["flops"] == (params["flops_per_token"] * params["tokens"]
+                               + params["flops_per_response_token"] * params["response_tokens"])
+    assert params["padded_tokens"] >= params["tokens"] > params["response_tokens"] > 0
     assert _finite_positive(result["timings"]["matmul"]["peak_flops_per_s"])
     assert _finite_positive(result["achieved_flops_per_s"])
     assert result["ratio"] == pytest.approx(result["achieved_flops_per_s"]

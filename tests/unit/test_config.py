@@ -90,3 +90,64 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
     path.write_text("name: x\nseed: [1, 2\n")
     with pytest.raises(ConfigError, match=r"broken\.yaml:\d+: malformed YAML"):
         load_config(path)
+
+
+def _distill_specs(config: dict) -> dict[str, dict]:
+    from kdbench.config import distill_spec
+
+    cfg = resolve(config, "cfg.yaml")
+    runs = resolve_runs(cfg, discover_methods("methods"))
+    return {run: distill_spec(cfg, spec.identity(), 1) for run, spec in runs.items()}
+
+
+def test_a_method_train_override_changes_only_that_methods_runs(default_config):
+    base = _distill_specs(default_config)
+    config = copy.deepcopy(default_config)
+    config["methods"]["settings"] = {"pocl": {"train": {"lr": 1e-4, "global_batch_size": 64}}}
+    config["training"]["train"]["micro_batch_size"] = 32
+    changed = _distill_specs(config)
+    pocl = [r for r in base if r.startswith("pocl-")]
+    assert len(pocl) == 6
+    for run in base:
+        if run in pocl:
+            train = changed[run]["training"]["train"]
+            assert (train["lr"], train["global_batch_size"]) == (1e-4, 64)
+            assert {k: v for k, v in train.items() if k not in ("lr", "global_batch_size")} == \
+                {k: v for k, v in base[run]["training"]["train"].items() if k not in ("lr", "global_batch_size")}
+            assert changed[run]["run"]["train"] == {"lr": 1e-4, "global_batch_size": 64}
+        else:   # same spec, so the same run id: Snakemake re-runs nothing else
+            assert changed[run] == base[run], run
+
+
+def test_sft_train_override_reaches_only_the_sft_spec(default_config):
+    from kdbench.config import distill_spec
+
+    config = copy.deepcopy(default_config)
+    config["training"]["sft_train"] = {"global_batch_size": 64, "micro_batch_size": 32}
+    cfg = resolve(config, "cfg.yaml")
+    sft = distill_spec(cfg, {"method": "sft", "needs_teacher": False, "needs_profile": False,
+                             "train": cfg["training"]["sft_train"]}, 1)
+    assert sft["training"]["train"]["global_batch_size"] == 64 and "sft_train" not in sft["training"]
+    assert _distill_specs(config) == _distill_specs(default_config)
+
+
+@pytest.mark.parametrize("where", ["methods.settings.taid.train", "training.sft_train", "training.train"])
+def test_a_global_batch_that_does_not_split_into_micro_batches_names_the_key(default_config, where):
+    config = copy.deepcopy(default_config)
+    bad = {"global_batch_size": 48, "micro_batch_size": 32}
+    if where == "methods.settings.taid.train":
+        config["methods"]["settings"] = {"taid": {"train": bad}}
+    elif where == "training.sft_train":
+        config["training"]["sft_train"] = bad
+    else:
+        config["training"]["train"].update(bad)
+    with pytest.raises(ConfigError, match=rf"cfg.yaml: config key {where}: global_batch_size 48 is not a multiple "
+                                          r"of micro_batch_size 32 x 1 process\(es\) \(training.devices\)"):
+        resolve(config, "cfg.yaml")
+
+
+def test_an_unknown_key_in_a_method_train_override_is_named(default_config):
+    config = copy.deepcopy(default_config)
+    config["methods"]["settings"] = {"cpd": {"train": {"learning_rate": 1e-4}}}
+    with pytest.raises(ConfigError, match=r"methods.settings.cpd.train.learning_rate"):
+        resolve(config, "cfg.yaml")

@@ -61,9 +61,13 @@ def _trace(method: str, n_train: int, epochs: int = 4, steps_per_epoch: int = 5)
 def _train_doc(path: Path, run: str, seed: int, method: str, loss: str | None, n_train: int, wall: float) -> None:
     trace, history, total = _trace(method, n_train)
     hparams = {} if loss is None else {"loss": loss}
+    names = list(dict.fromkeys(e["stage_name"] for e in trace))
+    stages = [{"name": name, "epochs": sum(e["stage_name"] == name for e in trace),
+               "steps": total // len(names), "wall_s": wall / len(names),
+               "examples": sum(e["n_examples"] for e in trace if e["stage_name"] == name)} for name in names]
     metrics = {"wall_s": wall, "tokens": 1000, "peak_rss_mb": 100.0, "teacher_forward_passes": total,
                "examples": sum(e["n_examples"] for e in trace), "steps": total, "total_steps": total,
-               "history": history, "trace": trace}
+               "stages": stages, "history": history, "trace": trace}
     write_result(path, "train", {"run": {"method": method, "hparams": hparams}, "seed": seed},
                  {"role": "distill", "run": run, "seed": seed, "metrics": metrics})
 
@@ -77,7 +81,8 @@ def write_scores(directory: Path, run: str, eval_set: str, eval_seed: int, ids: 
                  {"model": run, "eval_set": eval_set, "eval_seed": eval_seed, "n": len(rows),
                   "rouge_l": float(np.mean(values)), "exact_match": 0.0, "predictions_file": "predictions.jsonl",
                   "predictions_sha256": sha256_file(directory / "predictions.jsonl"),
-                  "generation": {"wall_s": 0.5, "new_tokens": 10 * len(rows)}, "scoring_s": 0.1})
+                  "generation": {"wall_s": 0.5, "new_tokens": 10 * len(rows)}, "scoring_s": 0.1,
+                  "peak_rss_mb": 200.0 + eval_seed})
 
 
 def make_results(root: Path, effects: dict[str, float] | None = None, seed_sd: float = 0.3,
@@ -113,7 +118,7 @@ def make_results(root: Path, effects: dict[str, float] | None = None, seed_sd: f
                  {"source": {}, "seed": 0, "splits": {"train": {"file": "train.jsonl", "count": n_train}}})
     for es in EVAL_SETS:
         write_result(results / "evalsets" / f"{es}.json", "eval_set", {"eval_set": es},
-                     {"info": {"footnotes": []}, "display_name": es.replace("_", " ").upper()})
+                     {"info": {"footnotes": [], "count": n_examples}, "display_name": es.replace("_", " ").upper()})
     if profile:
         true = rng.integers(1, 6, n_train)
         frame = pd.DataFrame({"id": [f"train-{i}" for i in range(n_train)],
@@ -123,7 +128,8 @@ def make_results(root: Path, effects: dict[str, float] | None = None, seed_sd: f
                               "true_difficulty": true, "family": "sum"})
         write_text_atomic(results / "profile" / "difficulty.csv", frame.to_csv(index=False))
         write_result(results / "profile" / "summary.json", "profile", {"profile": {}},
-                     {"n_examples": n_train, "wall_s": 4.0, "timings": {},
+                     {"n_examples": n_train, "wall_s": 4.0, "timings": {}, "peak_rss_mb": 300.0,
+                      "tokens": {"student_ce": 1000, "teacher_ce": 1000, "generation": 600}, "tokens_per_s": 650.0,
                       "signal_quality": [{"signal": "student_ce", "spearman": 0.7, "n": n_train}]})
     config = {"tables": {"baseline": "vanilla_kd", "significance_level": 0.05, "bootstrap_samples": 500},
               "runs": {r: v[0] for r, v in runs.items()}, "methods": {r: v[1] for r, v in runs.items()},
@@ -302,3 +308,56 @@ def test_bootstrap_p_value_and_holm():
     boot = rng.normal(0.1, 1.0, 999)
     assert 0.5 < bootstrap_p_value(boot, 0.1) <= 1.0
     assert holm_adjust([0.01, 0.04, 0.03, float("nan")])[:3] == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_runtime_table_lists_each_curriculum_stage_of_a_staged_method(tmp_path):
+    results, config = make_results(tmp_path, profile=False)
+    build(tmp_path, results, config)
+    runtime = pd.read_csv(tmp_path / "tables" / "runtime.csv")
+    stages = runtime[(runtime.phase == "distillation stage") & (runtime.run == "pocl-fkl")]
+    assert list(stages.label.str.strip()) == [f"stage {i} of 4" for i in range(1, 5)]
+    # POCL's cumulative stages see a growing share of the training set: 10, 20, 30, 40 examples.
+    assert list(stages.examples) == [10, 20, 30, 40]
+    pocl_wall = runtime[(runtime.phase == "distillation") & (runtime.run == "pocl-fkl")].wall_s.item()
+    assert stages.wall_s.sum() == pytest.approx(pocl_wall)
+    assert runtime[(runtime.phase == "distillation stage") & (runtime.run != "pocl-fkl")].empty
+
+
+def test_runtime_table_has_tokens_and_peak_rss_for_profiling_and_evaluation(tmp_path):
+    results, config = make_results(tmp_path)
+    build(tmp_path, results, config)
+    runtime = pd.read_csv(tmp_path / "tables" / "runtime.csv")
+    profiling = runtime[runtime.phase == "profiling"].iloc[0]
+    assert (profiling.tokens, profiling.tokens_per_s, profiling.peak_rss_mb) == (2600, 650.0, 300.0)
+    evaluation = runtime[(runtime.phase == "evaluation") & (runtime.run == "cpd")].iloc[0]
+    # 2 training seeds x 2 eval sets x 2 eval seeds, 80 examples x 10 new tokens in 0.5 s each
+    assert evaluation.tokens == 8 * 800 and evaluation.generation_s == pytest.approx(8 * 0.5)
+    assert evaluation.tokens_per_s == pytest.approx(1600.0)
+    assert evaluation.peak_rss_mb == 200.0 + max(EVAL_SEEDS)
+    markdown = (tmp_path / "tables" / "runtime.md").read_text(encoding="utf-8")
+    assert "Peak RSS (MiB)" in markdown and "| Difficulty profiling | 4.0 | 650 | 300 |" in markdown
+
+
+def test_runtime_table_reads_results_written_before_profiling_tokens_were_recorded(tmp_path):
+    results, config = make_results(tmp_path)
+    summary = results / "profile" / "summary.json"
+    doc = json.loads(summary.read_text())
+    for key in ("tokens", "tokens_per_s", "peak_rss_mb"):
+        doc.pop(key)
+    summary.write_text(json.dumps(doc))
+    build(tmp_path, results, config)
+    runtime = pd.read_csv(tmp_path / "tables" / "runtime.csv")
+    profiling = runtime[runtime.phase == "profiling"].iloc[0]
+    assert pd.isna(profiling.tokens_per_s) and pd.isna(profiling.peak_rss_mb) and profiling.wall_s == 4.0
+
+
+def test_a_set_scored_on_fewer_records_than_it_holds_gets_a_footnote(tmp_path):
+    results, config = make_results(tmp_path, profile=False)
+    assert "records scored" not in build(tmp_path, results, config)["md"]
+    info_path = results / "evalsets" / "set_b.json"
+    doc = json.loads(info_path.read_text())
+    doc["info"]["count"] = 500                   # as if evaluation.max_examples had cut 500 records to 80
+    info_path.write_text(json.dumps(doc))
+    markdown = build(tmp_path, results, config, out="cut")["md"]
+    assert "SET B: 80 of its 500 records scored (evaluation.max_examples keeps the first ones)." in markdown
+    assert "SET A:" not in markdown

@@ -53,10 +53,12 @@ def test_cached_logits_equal_live_logits_in_any_batch_order(setup):
         chunk = [encoded[i] for i in shuffled[start:start + 8]]
         batch = collate(chunk, tokenizer.pad_token_id)
         ids = [e.example_id for e in chunk]
-        mask = batch["labels"] != -100
-        a = cached.logits(batch, ids)[mask]
-        b = live.logits(batch, ids)[mask]
+        a = cached.response_logits(batch, ids)
+        b = live.response_logits(batch, ids)
+        full = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        assert a.shape == b.shape == (int((batch["labels"] != -100).sum()), full.shape[-1])
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+        assert torch.allclose(b, full[batch["labels"] != -100], rtol=1e-5, atol=1e-5)
     assert cached.forward_passes == 0 and meta["forward_passes"] == 7
 
 
@@ -90,6 +92,7 @@ def test_key_changes_with_weights_data_and_mode(setup, tmp_path):
     assert cache_key(root / "teacher", shorter, "dense", "fp32", None) != base
     assert cache_key(root / "teacher", encoded, "dense", "bf16", None) != base
     assert cache_key(root / "teacher", encoded, "topk", "fp32", 8) != base
+    assert cache_key(root / "teacher", encoded, "dense", "fp32", None, torch.bfloat16) != base
     other = build_model(ARCH, tokenizer, 99)
     save_model(other, tokenizer, tmp_path / "other")
     assert cache_key(tmp_path / "other", encoded, "dense", "fp32", None) != base

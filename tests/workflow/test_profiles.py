@@ -189,9 +189,9 @@ def test_paper_dag_job_specs(paper_dag, paper_cfg, paper_runs):
     for argv, spec in zip(paper_dag.commands["distill"], paper_dag.specs("distill")):
         # 4 data-parallel processes per distillation job, one global batch of 8.
         assert argv[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4"]
-        assert spec["training"]["train"] == PAPER_TRAIN
         assert spec["training"]["devices"] == 4 and spec["training"]["seeds"] == [10]
         run = argv[argv.index("--run") + 1]
+        assert spec["training"]["train"] == PAPER_RUN_TRAIN.get(run.split("-")[0], PAPER_TRAIN)
         if run != "sft":
             assert spec["run"]["hparams"] == paper_runs[run].hparams
             assert spec["teacher"]["model"] == {"init": "pretrained", "name_or_path": "gpt2-xl"}
@@ -213,6 +213,11 @@ def test_paper_dag_job_specs(paper_dag, paper_cfg, paper_runs):
 PAPER_TRAIN = {"epochs": 20, "lr": 5e-4, "lr_min": 1e-7, "lr_schedule": "cosine", "warmup_steps": 0,
                "weight_decay": 0.01, "grad_clip": 1.0, "global_batch_size": 8, "micro_batch_size": 2,
                "precision": "bf16", "log_every": 10, "checkpoint_every": 1000}
+# The runs with their own published recipe (every other run uses PAPER_TRAIN):
+# §6.4 sft_base.sh (DistiLLM/POCL): lr 5e-4, 20 epochs, batch 8/GPU x 4 GPUs;
+# §1.4 POCL t0-t3.sh: AdamW lr 1e-4, lr_min 1e-7, warmup 0, wd 0.01, clip 1.0, batch 16/GPU x 4 GPUs.
+PAPER_RUN_TRAIN = {"sft": {**PAPER_TRAIN, "global_batch_size": 32, "micro_batch_size": 8},
+                   "pocl": {**PAPER_TRAIN, "lr": 1e-4, "global_batch_size": 64, "micro_batch_size": 16}}
 # §6.4: GPT-2 XL SFT on Dolly, lr 5e-5, 10 epochs, cosine, wd 0.01, batch 2/GPU x 16 GPUs (MiniLLM).
 PAPER_TEACHER_TRAIN = {"epochs": 10, "lr": 5e-5, "lr_min": 1e-7, "lr_schedule": "cosine", "warmup_steps": 0,
                        "weight_decay": 0.01, "grad_clip": 1.0, "global_batch_size": 32, "micro_batch_size": 8,
@@ -244,17 +249,23 @@ def test_paper_data_and_models(paper_cfg):
     assert cfg["training"]["teacher_cache"]["mode"] == "live"
 
 
-def test_paper_shared_training_recipe(paper_cfg):
+def test_paper_training_recipes(paper_cfg, paper_runs):
+    from kdbench.config import run_train_section
+
     training = paper_cfg["training"]
     assert training["train"] == PAPER_TRAIN
     assert training["seeds"] == [10]
     assert training["devices"] == 4
-    # The global batch is a property of the recipe, not of the node: any device count that divides it
-    # gives the same optimiser step (gradient accumulation makes up the rest).
-    train = TrainConfig.from_dict(training["train"])
-    for devices in (1, 2, 4):
-        assert train.accumulation_steps(devices) * train.micro_batch_size * devices == 8
-    assert train.accumulation_steps(training["devices"]) == 1
+    recipes = {run: run_train_section(paper_cfg, spec.train) for run, spec in paper_runs.items()}
+    recipes["sft"] = run_train_section(paper_cfg, training["sft_train"])
+    for run, recipe in recipes.items():
+        assert recipe == PAPER_RUN_TRAIN.get(run.split("-")[0], PAPER_TRAIN), run
+        # The global batch is a property of the recipe, not of the node: any device count that divides
+        # it gives the same optimiser step (gradient accumulation makes up the rest).
+        train = TrainConfig.from_dict(recipe)
+        for devices in (1, 2, 4):
+            assert train.accumulation_steps(devices) * train.micro_batch_size * devices == recipe["global_batch_size"]
+        assert train.accumulation_steps(training["devices"]) == 1
 
 
 def test_paper_method_runs(paper_runs):

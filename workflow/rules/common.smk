@@ -81,7 +81,10 @@ def spec_json(spec):
 def run_identity(run):
     """What a trained run's results depend on (the SFT reference has no method directory)."""
     if run == SFT_RUN:
-        return {"method": SFT_RUN, "needs_teacher": False, "needs_profile": False}
+        identity = {"method": SFT_RUN, "needs_teacher": False, "needs_profile": False}
+        if CFG["training"].get("sft_train"):
+            identity["train"] = CFG["training"]["sft_train"]
+        return identity
     spec = RUNS[run]
     return {**spec.identity(), "needs_teacher": spec.needs_teacher, "needs_profile": spec.needs_profile}
 
