@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import torch
 
+from kdbench.accounting import GpuClock
 from kdbench.batching import encode_prompt
 
 
@@ -38,6 +39,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_prompt_tokens: int
         torch.cuda.manual_seed_all(seed)
     new_tokens = 0
     prompt_tokens = 0
+    gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
@@ -57,12 +59,10 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_prompt_tokens: int
             new_tokens += len(tokens)
             prompt_tokens += len(encoded[i])
             outputs[i] = tokenizer.decode(tokens, skip_special_tokens=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    gpu = gpu_clock.stop()       # synchronises the device, so the wall time covers every kernel
     wall = time.perf_counter() - t0
     stats = {"wall_s": wall, "examples": len(prompts), "new_tokens": new_tokens, "prompt_tokens": prompt_tokens,
              "tokens_per_s": new_tokens / wall if wall > 0 else 0.0,
-             "truncated_prompts": sum(1 for p in prompts if len(tokenizer(p, add_special_tokens=False)["input_ids"]) > max_prompt_tokens)}
-    if device.type == "cuda":
-        stats["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+             "truncated_prompts": sum(1 for p in prompts if len(tokenizer(p, add_special_tokens=False)["input_ids"]) > max_prompt_tokens),
+             **gpu}
     return [o if o is not None else "" for o in outputs], stats

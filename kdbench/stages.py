@@ -23,7 +23,8 @@ from kdbench.methods import (SFT_RUN, ScheduleContext, SupervisedFineTuning, dis
 from kdbench.models import (PRECISIONS, build_model, load_model, load_tokenizer, resolve_device, save_model,
                             train_bpe_tokenizer, count_parameters)
 from kdbench.results import read_result, write_result
-from kdbench.train import LiveTeacher, TrainConfig, peak_rss_mb, train
+from kdbench.accounting import GpuClock, peak_rss_mb
+from kdbench.train import LiveTeacher, TrainConfig, train
 
 
 def log(message: str) -> None:
@@ -145,6 +146,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     encoded = encode_records(tokenizer, records, **spec["student"]["lengths"])
     prof = spec["profile"]
     timings = {}
+    gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
     student = load_model(student_dir)
     student_ce = sequence_ce(student, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
@@ -164,6 +166,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     teacher_ce = sequence_ce(teacher, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
                              device=device)
     timings["teacher_ce_s"] = time.perf_counter() - t0
+    gpu = gpu_clock.stop()
     frame = pd.DataFrame({"id": [r.id for r in records], "student_ce": student_ce,
                           "student_rouge_l": student_rouge, "teacher_ce": teacher_ce})
     if all("difficulty" in r.meta for r in records):
@@ -181,7 +184,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     write_result(out_summary, "profile", spec, {
         "n_examples": len(frame), "timings": timings, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
         "tokens": tokens, "tokens_per_s": sum(tokens.values()) / wall if wall > 0 else None,
-        "dtype": str(teacher.dtype).removeprefix("torch."), "device": str(device),
+        "dtype": str(teacher.dtype).removeprefix("torch."), "device": str(device), **gpu,
         "generation": gen_stats, "signal_quality": quality.to_dict(orient="records"),
         "means": {c: float(frame[c].mean()) for c in ("student_ce", "student_rouge_l", "teacher_ce")}})
 
@@ -198,14 +201,17 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
     key = cache_key(teacher_dir, encoded, cache["mode"], cache["storage"], cache["top_k"], dtype)
     teacher = load_model(teacher_dir, dtype)
     tmp = out_tensors.with_name(f".{out_tensors.name}.tmp")
+    gpu_clock = GpuClock(device).start()
     meta = build_cache(teacher, encoded, pad_id=tokenizer.pad_token_id, device=device,
                        batch_size=cache["batch_size"], mode=cache["mode"], storage=cache["storage"],
                        top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta)
+    gpu = gpu_clock.stop()
     tmp.replace(out_tensors)
     tokens = sum(len(e.input_ids) for e in encoded)
     write_result(out_meta, "teacher_cache", spec, {
         "cache": meta, "wall_s": meta["build_s"], "tokens": tokens,
-        "tokens_per_s": tokens / meta["build_s"] if meta["build_s"] > 0 else None, "peak_rss_mb": peak_rss_mb()})
+        "tokens_per_s": tokens / meta["build_s"] if meta["build_s"] > 0 else None, "peak_rss_mb": peak_rss_mb(),
+        **gpu})
     log(f"teacher cache: {meta['n_examples']} examples, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_s']:.1f}s")
 
 

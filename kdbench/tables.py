@@ -147,7 +147,9 @@ def load_results(results: Path) -> tuple[pd.DataFrame, dict[tuple, ExampleScores
         rows.append({"run": key[0], "seed": key[1], "eval_set": key[2], "eval_seed": key[3],
                      "rouge_l": doc["rouge_l"], "exact_match": doc["exact_match"], "n_examples": doc["n"],
                      "generation_s": doc["generation"]["wall_s"], "scoring_s": doc["scoring_s"],
-                     "new_tokens": doc["generation"]["new_tokens"], "peak_rss_mb": doc.get("peak_rss_mb")})
+                     "new_tokens": doc["generation"]["new_tokens"], "peak_rss_mb": doc.get("peak_rss_mb"),
+                     "gpu_time_s": doc["generation"].get("cuda_time_s"),
+                     "gpu_peak_memory_mb": doc["generation"].get("cuda_peak_memory_mb")})
     if not rows:
         raise ResultError(f"{results}: no scores.json found under eval/; run the workflow first")
     return pd.DataFrame(rows), examples
@@ -406,14 +408,22 @@ def _train_row(phase: str, label: str, docs: list[dict]) -> dict[str, Any]:
             "tokens_per_s": tokens / wall if wall else None,
             "peak_rss_mb": max(m["peak_rss_mb"] for m in metrics),
             "teacher_forward_passes": sum(m.get("teacher_forward_passes", 0) for m in metrics) / n,
-            "examples": sum(m["examples"] for m in metrics) / n, "n": n}
+            "examples": sum(m["examples"] for m in metrics) / n, "n": n, **_gpu(metrics)}
+
+
+def _gpu(docs: list[dict]) -> dict[str, float | None]:
+    """Mean CUDA time and largest peak GPU memory of a phase's results (None when it ran on a CPU)."""
+    times = [d["cuda_time_s"] for d in docs if d.get("cuda_time_s") is not None]
+    memory = [d["cuda_peak_memory_mb"] for d in docs if d.get("cuda_peak_memory_mb") is not None]
+    return {"gpu_time_s": sum(times) / len(times) if times else None, "gpu_peak_memory_mb": max(memory, default=None)}
 
 
 def _throughput(doc: dict) -> dict[str, Any]:
     """Tokens, tokens/s and peak RSS of a one-off stage; results written before these were recorded have None."""
     tokens = doc.get("tokens")
     total = sum(tokens.values()) if isinstance(tokens, dict) else tokens
-    return {"tokens": total, "tokens_per_s": doc.get("tokens_per_s"), "peak_rss_mb": doc.get("peak_rss_mb")}
+    return {"tokens": total, "tokens_per_s": doc.get("tokens_per_s"), "peak_rss_mb": doc.get("peak_rss_mb"),
+            **_gpu([doc])}
 
 
 def _stage_rows(run: str, docs: list[dict]) -> list[dict[str, Any]]:
@@ -466,6 +476,9 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
         row["kd_reference"] = ref
     eval_wall = scores.groupby("run")[["generation_s", "scoring_s", "new_tokens"]].sum()
     eval_rss = scores.groupby("run")["peak_rss_mb"].max()
+    # Summed like the wall time (every eval set and seed of a model); min_count keeps all-CPU runs at NaN.
+    eval_gpu = scores.groupby("run").agg(gpu_time_s=("gpu_time_s", lambda v: v.sum(min_count=1)),
+                                         gpu_peak_memory_mb=("gpu_peak_memory_mb", "max"))
     for run in row_order(list(eval_wall.index), labels):
         generation_s, new_tokens = float(eval_wall.loc[run, "generation_s"]), float(eval_wall.loc[run, "new_tokens"])
         rss = eval_rss.loc[run]
@@ -475,7 +488,8 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
                      # generated tokens per second of generation (scoring does not produce tokens)
                      "tokens_per_s": new_tokens / generation_s if generation_s > 0 else None,
                      "peak_rss_mb": None if pd.isna(rss) else float(rss), "teacher_forward_passes": None,
-                     "examples": None, "n": int((scores.run == run).sum())})
+                     "examples": None, "n": int((scores.run == run).sum()),
+                     **{k: None if pd.isna(v) else float(v) for k, v in eval_gpu.loc[run].items()}})
     data = pd.DataFrame(rows)
     def column(values: pd.Series, fmt: str, unit: str = "") -> pd.Series:
         return values.map(lambda v: "–" if v is None or pd.isna(v) else format(v, fmt) + unit)
@@ -489,11 +503,17 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
         "Teacher fwd": column(data.teacher_forward_passes, ",.0f"),
         "Rel. to KD": column(data.get("relative_to_kd", pd.Series([None] * len(data))), ".2f", "×"),
     })
+    gpu_note = []
+    if data.get("gpu_time_s") is not None and data.gpu_time_s.notna().any():   # only for runs on a GPU
+        display.insert(2, "GPU time (s)", column(data.gpu_time_s, ".1f"))
+        display.insert(5, "Peak GPU mem (MiB)", column(data.gpu_peak_memory_mb, ",.0f"))
+        gpu_note = ["GPU time: CUDA events around the phase's work (training loop, profiling, cache build, "
+                    "generation); peak GPU memory: the largest allocated by PyTorch."]
     notes = [f"Training rows: mean over {len(seeds)} training seed(s); 'Rel. to KD' divides by vanilla KD with the "
              "same loss (the reference of the paired tests in the scores table); staged methods also get one row "
              "per stage. Evaluation rows: generation + scoring summed over eval sets and seeds (separate columns "
              "in the CSV), tokens/s = generated tokens per second of generation. Peak RSS: the largest "
-             "resident set of any process of that phase (training: max over seeds)."]
+             "resident set of any process of that phase (training: max over seeds).", *gpu_note]
     return Table("runtime", "Wall-clock runtime per phase", display, data, notes)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import resource
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from kdbench.accounting import GpuClock, peak_rss_mb
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.errors import TrainingError
 from kdbench.methods import Method, Schedule, ScheduleContext, StepInfo
@@ -110,10 +110,6 @@ def check_schedule(schedule: Schedule, n_examples: int) -> None:
             raise TrainingError(f"the method's schedule refers to example positions {bad[:5]} outside 0..{n_examples - 1}")
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def _rng_state() -> dict[str, Any]:
     return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
@@ -178,11 +174,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         elapsed_before, stage_wall = resume["elapsed"], resume["stage_wall"]
         log(f"resuming from {ckpt_path} at step {step} (epoch {start_epoch}, batch {start_batch})")
 
-    cuda_events = None
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        cuda_events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
-        cuda_events[0].record()
+    gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
     global_epoch = 0
     for stage_index, stage in enumerate(schedule.stages):
@@ -295,11 +287,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         "train_config": asdict(cfg), "accumulation_steps": accumulation, "world_size": world_size,
         "device": str(device),
     }
-    if cuda_events is not None:
-        cuda_events[1].record()
-        torch.cuda.synchronize(device)
-        metrics["cuda_time_s"] = cuda_events[0].elapsed_time(cuda_events[1]) / 1000.0
-        metrics["cuda_peak_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    metrics.update(gpu_clock.stop())
     if ckpt_path and rank == 0 and ckpt_path.exists():
         ckpt_path.unlink()
     return metrics

@@ -361,3 +361,34 @@ def test_a_set_scored_on_fewer_records_than_it_holds_gets_a_footnote(tmp_path):
     markdown = build(tmp_path, results, config, out="cut")["md"]
     assert "SET B: 80 of its 500 records scored (evaluation.max_examples keeps the first ones)." in markdown
     assert "SET A:" not in markdown
+
+
+def _add_gpu_fields(path: Path, section: str | None, values: dict) -> None:
+    doc = json.loads(path.read_text())
+    (doc[section] if section else doc).update(values)
+    path.write_text(json.dumps(doc))
+
+
+def test_gpu_time_and_memory_columns_appear_only_for_runs_on_a_gpu(tmp_path):
+    results, config = make_results(tmp_path)
+    cpu_only = build(tmp_path, results, config, out="cpu")
+    assert "GPU time" not in (tmp_path / "cpu" / "runtime.md").read_text(encoding="utf-8") and cpu_only
+    for seed, cuda_s in zip(SEEDS, (4.0, 6.0)):
+        _add_gpu_fields(results / "runs" / "cpd" / f"seed{seed}" / "train.json", "metrics",
+                        {"cuda_time_s": cuda_s, "cuda_peak_memory_mb": 100.0 * seed})
+        for es in EVAL_SETS:
+            for q in EVAL_SEEDS:
+                _add_gpu_fields(results / "eval" / "cpd" / f"seed{seed}" / es / f"es{q}" / "scores.json", "generation",
+                                {"cuda_time_s": 0.25, "cuda_peak_memory_mb": 50.0})
+    _add_gpu_fields(results / "profile" / "summary.json", None, {"cuda_time_s": 1.5, "cuda_peak_memory_mb": 70.0})
+    build(tmp_path, results, config, out="gpu")
+    runtime = pd.read_csv(tmp_path / "gpu" / "runtime.csv")
+    train = runtime[(runtime.phase == "distillation") & (runtime.run == "cpd")].iloc[0]
+    assert (train.gpu_time_s, train.gpu_peak_memory_mb) == (5.0, 200.0)        # mean time, largest memory
+    evaluation = runtime[(runtime.phase == "evaluation") & (runtime.run == "cpd")].iloc[0]
+    assert evaluation.gpu_time_s == pytest.approx(8 * 0.25) and evaluation.gpu_peak_memory_mb == 50.0
+    profiling = runtime[runtime.phase == "profiling"].iloc[0]
+    assert (profiling.gpu_time_s, profiling.gpu_peak_memory_mb) == (1.5, 70.0)
+    assert runtime[(runtime.phase == "distillation") & (runtime.run == "taid")].gpu_time_s.isna().all()
+    markdown = (tmp_path / "gpu" / "runtime.md").read_text(encoding="utf-8")
+    assert "| GPU time (s) |" in markdown and "Peak GPU mem (MiB)" in markdown and "CUDA events" in markdown
