@@ -32,12 +32,13 @@ def sequence_ce(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: i
     model.to(device).eval()
     values = np.zeros(len(encoded), dtype=np.float64)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
+    head = ResponseLM(model)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
         labels = batch["labels"]
         keep = labels != IGNORE_INDEX
-        logits = ResponseLM(model)(batch["input_ids"], batch["attention_mask"], labels).float()
+        logits = head(batch["input_ids"], batch["attention_mask"], labels).float()
         token_loss = torch.nn.functional.cross_entropy(logits, labels[keep], reduction="none")
         # Sum each example's response tokens back into its row, then average (no response: 0).
         example_of_token = keep.nonzero()[:, 0]

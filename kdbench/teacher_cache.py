@@ -66,10 +66,11 @@ def build_cache(teacher, encoded: list[Encoded], *, pad_id: int, device: torch.d
     rows: dict[str, torch.Tensor] = {}
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
     forward_passes = 0
+    head = ResponseLM(teacher)
     for start in range(0, len(order), batch_size):
         chunk = [encoded[i] for i in order[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
-        logits = ResponseLM(teacher)(batch["input_ids"], batch["attention_mask"], batch["labels"]).float()
+        logits = head(batch["input_ids"], batch["attention_mask"], batch["labels"]).float()
         forward_passes += 1
         ends = (batch["labels"] != IGNORE_INDEX).sum(1).cumsum(0).tolist()
         for r, example in enumerate(chunk):
