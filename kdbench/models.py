@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Iterable
@@ -9,7 +10,7 @@ from typing import Iterable
 import torch
 
 from kdbench.batching import IGNORE_INDEX
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, ResultError
 
 SPECIAL_TOKENS = {"eos_token": "<|endoftext|>", "pad_token": "<|pad|>"}
 
@@ -36,7 +37,8 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: str | os
 def load_tokenizer(name_or_path: str | os.PathLike):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
+    with unreadable_artifact(name_or_path, "tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False)
     if tokenizer.eos_token_id is None:
         raise ConfigError(f"tokenizer {name_or_path} has no EOS token; responses must end with one")
     if tokenizer.pad_token_id is None:
@@ -99,7 +101,26 @@ def load_model(name_or_path: str | os.PathLike, dtype: torch.dtype | None = None
     kwargs = {"trust_remote_code": False}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+    with unreadable_artifact(name_or_path, "model"):
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), **kwargs)
+
+
+@contextlib.contextmanager
+def unreadable_artifact(path: str | os.PathLike, what: str):
+    """A local file or directory that fails to load (truncated safetensors, broken JSON) is a ResultError
+    naming it, not a bare SafetensorError; hub ids keep their own errors."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError) as exc:
+        if not Path(path).exists():
+            raise
+        shards = sorted(Path(path).glob("*.safetensors")) if Path(path).is_dir() else []
+        if isinstance(exc, SafetensorError) and len(shards) == 1:
+            path = shards[0]
+        raise ResultError(f"{path}: cannot load the {what} ({type(exc).__name__}: {str(exc)[:300]}); it is truncated "
+                          f"or corrupt: delete it and re-run the job that writes it") from None
 
 
 def save_model(model, tokenizer, out_dir: str | os.PathLike) -> None:

@@ -17,6 +17,7 @@ import torch
 from kdbench.batching import encode_records
 from kdbench.data import Record, load_records, records_to_rows
 from kdbench.errors import ResultError
+from kdbench.integrity import seal, verify_inputs
 from kdbench.io import atomic_directory, sha256_file, write_jsonl_atomic, write_json_atomic, write_text_atomic
 from kdbench.methods import (SFT_RUN, ScheduleContext, SupervisedFineTuning, discover_methods, instantiate,
                              RunSpec)
@@ -65,6 +66,7 @@ def prepare_data(spec: dict, out_dir: Path) -> None:
     for name, records in splits.items():
         path = out_dir / f"{name}.jsonl"
         write_jsonl_atomic(path, records_to_rows(records))
+        seal(path)
         manifest["splits"][name] = {"file": path.name, "count": len(records), "sha256": sha256_file(path)}
         log(f"split {name}: {len(records)} records")
     write_result(out_dir / "manifest.json", "data", spec, manifest)
@@ -75,15 +77,19 @@ def prepare_eval_set(spec: dict, data_dir: Path, workflow_split: Path | None, ou
     from kdbench.evals import discover_evals, load_eval_set
 
     specs = discover_evals(spec.get("evals_root", "evals"))
+    verified = verify_inputs(log, workflow_split=workflow_split)
     records, info = load_eval_set(specs[spec["eval_set"]], data_dir=data_dir, workflow_split=workflow_split,
                                   options=spec.get("options") or {})
     write_jsonl_atomic(out_jsonl, records_to_rows(records))
-    write_result(out_info, "eval_set", spec, {"info": info, "display_name": specs[spec["eval_set"]].display_name})
+    outputs = {"records": seal(out_jsonl)}
+    write_result(out_info, "eval_set", spec, {"info": info, "display_name": specs[spec["eval_set"]].display_name,
+                                              "integrity": {**verified, "outputs": outputs}})
     log(f"eval set {spec['eval_set']}: {len(records)} records")
 
 
 def build_tokenizer(spec: dict, train_jsonl: Path, out_dir: Path) -> None:
     tok = spec["tokenizer"]
+    verify_inputs(log, train=train_jsonl if tok["kind"] == "bpe" else None)
     with atomic_directory(out_dir) as tmp:
         if tok["kind"] == "bpe":
             records = load_records(train_jsonl)
@@ -91,6 +97,7 @@ def build_tokenizer(spec: dict, train_jsonl: Path, out_dir: Path) -> None:
             train_bpe_tokenizer(texts, tok.get("vocab_size", 1000), tmp)
         else:
             load_tokenizer(tok["name_or_path"]).save_pretrained(str(tmp))
+        seal(tmp)
     log(f"tokenizer written to {out_dir}")
 
 
@@ -107,6 +114,7 @@ def _sft(model, tokenizer, records: list[Record], train_cfg: dict, spec: dict, s
 
 def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
     device = _device(spec)
+    verified = verify_inputs(log, train=train_jsonl, tokenizer=tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"teacher: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
@@ -114,12 +122,15 @@ def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: P
                    out_dir.with_name(out_dir.name + ".ckpt"))
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
+        outputs = {"model": seal(tmp)}
     write_result(metrics_path, "train", spec, {"role": "teacher", "parameters": count_parameters(model),
-                                               "precision": spec["train"]["precision"], "metrics": metrics})
+                                               "precision": spec["train"]["precision"], "metrics": metrics,
+                                               "integrity": {**verified, "outputs": outputs}})
 
 
 def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
     device = _device(spec)
+    verified = verify_inputs(log, train=train_jsonl, tokenizer=tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"student: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
@@ -129,9 +140,10 @@ def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Pa
                        out_dir.with_name(out_dir.name + ".ckpt"))
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
+        outputs = {"model": seal(tmp)}
     write_result(metrics_path, "train", spec, {"role": "student_init", "parameters": count_parameters(model),
                                                "precision": (spec.get("warmup") or {}).get("precision", "fp32"),
-                                               "metrics": metrics})
+                                               "metrics": metrics, "integrity": {**verified, "outputs": outputs}})
 
 
 def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher_dir: Path,
@@ -141,6 +153,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     from kdbench.metrics import rouge_l
 
     device = _device(spec["student"])
+    verified = verify_inputs(log, train=train_jsonl, student=student_dir, teacher=teacher_dir)
     records = load_records(train_jsonl)
     tokenizer = load_tokenizer(student_dir)
     encoded = encode_records(tokenizer, records, **spec["student"]["lengths"])
@@ -174,6 +187,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     if all("family" in r.meta for r in records):
         frame["family"] = [r.meta["family"] for r in records]
     write_text_atomic(out_csv, frame.to_csv(index=False))
+    outputs = {"difficulty": seal(out_csv)}
     quality = signal_quality(frame.set_index("id"))
     # Tokens through a forward pass: each CE pass reads every prompt+response token once; generation
     # reads the (truncated) prompts and then one token per new token.
@@ -186,6 +200,7 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
         "tokens": tokens, "tokens_per_s": sum(tokens.values()) / wall if wall > 0 else None,
         "dtype": str(teacher.dtype).removeprefix("torch."), "device": str(device), **gpu,
         "generation": gen_stats, "signal_quality": quality.to_dict(orient="records"),
+        "integrity": {**verified, "outputs": outputs},
         "means": {c: float(frame[c].mean()) for c in ("student_ce", "student_rouge_l", "teacher_ce")}})
 
 
@@ -195,6 +210,7 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
 
     device = _device(spec["teacher"])
     cache = spec["cache"]
+    verified = verify_inputs(log, train=train_jsonl, teacher=teacher_dir, tokenizer=tokenizer_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     encoded = encode_records(tokenizer, load_records(train_jsonl), **spec["teacher"]["lengths"])
     dtype = _teacher_dtype(spec["teacher"]["train"]["precision"], device)
@@ -207,11 +223,12 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
                        top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta)
     gpu = gpu_clock.stop()
     tmp.replace(out_tensors)
+    outputs = {"cache": seal(out_tensors)}
     tokens = sum(len(e.input_ids) for e in encoded)
     write_result(out_meta, "teacher_cache", spec, {
         "cache": meta, "wall_s": meta["build_s"], "tokens": tokens,
         "tokens_per_s": tokens / meta["build_s"] if meta["build_s"] > 0 else None, "peak_rss_mb": peak_rss_mb(),
-        **gpu})
+        **gpu, "integrity": {**verified, "outputs": outputs}})
     log(f"teacher cache: {meta['n_examples']} examples, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_s']:.1f}s")
 
 
@@ -225,6 +242,8 @@ def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student
             cache_tensors: Path | None = None, cache_meta: Path | None = None) -> None:
     device, rank = _init_distributed(_device(spec["student"]))
     seed = spec["seed"]
+    verified = verify_inputs(log, train=train_jsonl, student=student_dir, teacher=teacher_dir, profile=profile_csv,
+                             cache=cache_tensors)
     tokenizer = load_tokenizer(student_dir)
     records = load_records(train_jsonl)
     encoded = encode_records(tokenizer, records, **spec["student"]["lengths"])
@@ -263,9 +282,11 @@ def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student
         return
     with atomic_directory(out_dir) as tmp:
         save_model(student.float().cpu(), tokenizer, tmp)
+        outputs = {"model": seal(tmp)}
     write_result(metrics_path, "train", spec, {"role": "distill", "run": run, "seed": seed,
                                                "precision": cfg.precision, "metrics": metrics,
-                                               "teacher_source": type(teacher).__name__ if teacher else None})
+                                               "teacher_source": type(teacher).__name__ if teacher else None,
+                                               "integrity": {**verified, "outputs": outputs}})
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -277,6 +298,7 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
     from kdbench.metrics import exact_match, rouge_l
 
     device = resolve_device(device_name)
+    verified = verify_inputs(log, model=model_dir, eval_set=eval_jsonl)
     records = load_records(eval_jsonl)
     decoding = spec["decoding"]
     if decoding["max_examples"]:
@@ -304,7 +326,7 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
             "rouge_l": sum(rouge) / n, "exact_match": sum(em) / n,
             "predictions_file": "predictions.jsonl", "predictions_sha256": sha256_file(seed_dir / "predictions.jsonl"),
             "generation": gen_stats, "scoring_s": scoring_s, "device": str(device),
-            "dtype": str(model.dtype).removeprefix("torch."), "peak_rss_mb": peak_rss_mb()})
+            "dtype": str(model.dtype).removeprefix("torch."), "peak_rss_mb": peak_rss_mb(), "integrity": verified})
         log(f"{model_label} on {spec['eval_set']} seed {eval_seed}: Rouge-L {sum(rouge) / n:.2f} over {n}")
 
 

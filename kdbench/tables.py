@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from kdbench.errors import ResultError
-from kdbench.io import sha256_file, write_text_atomic
+from kdbench.integrity import verify
+from kdbench.io import write_text_atomic
 from kdbench.methods import SFT_RUN, TEACHER_RUN
 from kdbench.results import read_result
 
@@ -120,10 +121,8 @@ def read_example_scores(predictions: Path, scores_path: Path, doc: dict) -> Exam
                               f"'rouge_l' ({type(exc).__name__}: {exc})") from None
     if len(ids) != doc["n"]:
         raise ResultError(f"{predictions}: {len(ids)} predictions but {scores_path} reports n = {doc['n']}")
-    expected_hash = doc.get("predictions_sha256")
-    if expected_hash and sha256_file(predictions) != expected_hash:
-        raise ResultError(f"{predictions}: file changed after {scores_path} was written (sha256 differs); "
-                          "re-run its evaluation")
+    if doc.get("predictions_sha256"):
+        verify(predictions, {predictions.name: doc["predictions_sha256"]}, scores_path)
     series = pd.Series(values, index=pd.Index(ids, name="id"), dtype="float64", name="rouge_l")
     if series.index.has_duplicates:
         dup = series.index[series.index.duplicated()].unique()[:3].tolist()

@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.errors import ResultError
 from kdbench.io import sha256_file
-from kdbench.models import ResponseLM
+from kdbench.models import ResponseLM, unreadable_artifact
 
 MODES = ("live", "dense", "topk")
 STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -109,7 +109,8 @@ class CachedTeacher:
         if meta["key"] != expected_key:
             raise ResultError(f"{tensors}: teacher cache key {meta['key'][:12]}… does not match the current teacher, "
                               f"tokenizer and data ({expected_key[:12]}…); re-run the teacher_cache rule")
-        self.rows = load_file(str(tensors))
+        with unreadable_artifact(tensors, "teacher cache"):
+            self.rows = load_file(str(tensors))
         self.meta = meta
         self.forward_passes = 0
 

@@ -4,21 +4,27 @@ partial behind (outputs are written atomically)."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
-from kdbench import RESULT_SCHEMA_VERSION
-from kdbench.config import resolve
+from kdbench import RESULT_SCHEMA_VERSION, stages
+from kdbench.config import eval_spec, resolve
 from kdbench.data import load_records
 from kdbench.errors import ConfigError, DataError, KDBenchError, MethodError, ResultError
-from kdbench.io import atomic_directory, write_json_atomic
+from kdbench.integrity import seal, verify
+from kdbench.io import atomic_directory, write_json_atomic, write_jsonl_atomic
 from kdbench.methods import discover_methods, resolve_runs
 from kdbench.metrics import rouge_l
+from kdbench.models import build_model, load_model, save_model
 from kdbench.results import read_result, write_result
+from kdbench.teacher_cache import CachedTeacher
+from tests.unit.test_train import ARCH, tiny as tiny_corpus  # noqa: F401 (a fixture)
 
 GOOD_ROW = {"id": "a", "instruction": "Copy the words.", "input": "cat dog", "output": "cat dog"}
 
@@ -134,6 +140,47 @@ def case_missing_result_file(tmp_path):
     read_result(tmp_path / "eval" / "taid" / "scores.json", "scores")
 
 
+# --------------------------------------------------------------------------- artifacts
+ORIGINAL, CORRUPTED = b"a" * 4096, b"a" * 1024 + b"b" * 2048 + b"a" * 1024
+ORIGINAL_SHA, CORRUPTED_SHA = hashlib.sha256(ORIGINAL).hexdigest(), hashlib.sha256(CORRUPTED).hexdigest()
+
+
+def case_artifact_changed_after_it_was_written(tmp_path):
+    path = tmp_path / "cache.safetensors"
+    path.write_bytes(ORIGINAL)
+    seal(path)
+    stat = path.stat()
+    with open(path, "r+b") as handle:          # overwritten in place, the mtime kept
+        handle.seek(1024)
+        handle.write(b"b" * 2048)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verify(path)
+
+
+def case_artifact_without_integrity_record(tmp_path):
+    path = tmp_path / "difficulty.csv"
+    path.write_text("id,student_ce\na,1.0\n")
+    verify(path)
+
+
+def case_file_added_to_a_model_directory(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    seal(model)
+    (model / "pytorch_model.bin").write_bytes(b"x")
+    verify(model)
+
+
+def case_truncated_cache_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "cache.safetensors"
+    save_file({"a": torch.zeros(64, 32)}, str(path), metadata={"key": "k"})
+    os.truncate(path, path.stat().st_size // 2)
+    CachedTeacher(path, {"key": "k"}, "k")
+
+
 CASES = [
     (case_unknown_key, ConfigError, ["teacher.train.epoch", "did you mean 'epochs'", "config/config.yaml"]),
     (case_wrong_type, ConfigError, ["evaluation.seeds", "array"]),
@@ -152,6 +199,12 @@ CASES = [
     (case_prompt_longer_than_sequence, ConfigError, ["data.max_prompt_tokens", "data.max_length"]),
     (case_unknown_eval_option, ConfigError, ["fulll", "full"]),
     (case_missing_result_file, ResultError, ["eval/taid/scores.json", "missing"]),
+    (case_artifact_changed_after_it_was_written, ResultError, ["cache.safetensors", f"sha256 {CORRUPTED_SHA}",
+                                                               f"does not match {ORIGINAL_SHA}", "cache.safetensors.sha256"]),
+    (case_artifact_without_integrity_record, ResultError, ["difficulty.csv", "no integrity record"]),
+    (case_file_added_to_a_model_directory, ResultError, ["model/pytorch_model.bin", "not recorded in",
+                                                         "model/SHA256SUMS"]),
+    (case_truncated_cache_safetensors, ResultError, ["cache.safetensors", "cannot load the teacher cache", "truncated"]),
 ]
 
 
@@ -178,3 +231,39 @@ def test_failed_directory_write_leaves_nothing(tmp_path):
             (tmp / "model.safetensors").write_text("half")
             raise RuntimeError("killed mid-write")
     assert not target.exists() and os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- recoveries and job-level faults
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_corpus):
+    """test_train's tiny corpus, plus a sealed model directory and eval set as the workflow's jobs write them."""
+    rows, tokenizer, encoded = tiny_corpus
+    root = tmp_path_factory.mktemp("tiny")
+    with atomic_directory(root / "model") as tmp:
+        save_model(build_model(ARCH, tokenizer, 0), tokenizer, tmp)
+        seal(tmp)
+    write_jsonl_atomic(root / "eval.jsonl", [r.to_json() for r in rows[:4]])
+    seal(root / "eval.jsonl")
+    return root, rows, tokenizer, encoded
+
+
+def test_a_truncated_model_is_named_by_the_job_that_reads_it(tiny, tmp_path):
+    import shutil
+
+    root = tiny[0]
+    model = tmp_path / "model"
+    shutil.copytree(root / "model", model)
+    recorded = (model / "SHA256SUMS").read_text()
+    os.truncate(model / "model.safetensors", 1000)
+    actual = hashlib.sha256((model / "model.safetensors").read_bytes()).hexdigest()
+    with pytest.raises(ResultError) as err:
+        stages.evaluate(eval_spec(_config(), "synthetic_test"), model, root / "eval.jsonl", [10], "m", tmp_path / "out")
+    message = str(err.value)
+    assert f"{model / 'model.safetensors'}: sha256 {actual}" in message
+    expected = next(line.split()[0] for line in recorded.splitlines() if line.endswith("model.safetensors"))
+    assert f"does not match {expected}" in message
+    assert not (tmp_path / "out").exists()          # no predictions, no scores
+    # Read without its record (e.g. by hand), the truncated file is still named, not a bare SafetensorError.
+    (model / "SHA256SUMS").unlink()
+    with pytest.raises(ResultError, match=r"model/model\.safetensors: cannot load the model \(SafetensorError"):
+        load_model(model)

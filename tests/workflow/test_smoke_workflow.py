@@ -6,6 +6,7 @@ asks Snakemake what it *would* do, or runs the few jobs it expects.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -118,3 +119,31 @@ def test_bad_config_fails_before_any_job(project):
     bad.write_text(yaml.safe_dump({"evaluation": {"sets": ["synthetic_test", "dolly_typo"]}}))
     proc = snakemake(project, "-n", "--configfile", "config/smoke.yaml", "config/bad.yaml", check=False)
     assert proc.returncode != 0 and "unknown eval set 'dolly_typo'" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------- integrity (docs/integrity.md)
+# These run last: each puts back what it breaks.
+TAID = "results/smoke/runs/taid/seed1/train.json"
+
+
+def test_a_corrupted_teacher_cache_fails_the_run_that_reads_it(project):
+    results = project / "results/smoke"
+    cache = results / "teacher/cache.safetensors"
+    original, stat = cache.read_bytes(), cache.stat()
+    shutil.rmtree(results / "runs/taid", ignore_errors=True)
+    shutil.rmtree(results / "eval/taid", ignore_errors=True)
+    with open(cache, "r+b") as handle:        # 200 KB overwritten in place, the mtime kept
+        handle.seek(len(original) // 4)
+        handle.write(os.urandom(200_000))
+    os.utime(cache, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    corrupted = hashlib.sha256(cache.read_bytes()).hexdigest()
+    try:
+        proc = snakemake(project, "--cores", "2", TAID, check=False)
+    finally:
+        cache.write_bytes(original)
+        os.utime(cache, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert proc.returncode != 0
+    log = (results / "logs/distill/taid/seed1.log").read_text()
+    assert (f"results/smoke/teacher/cache.safetensors: sha256 {corrupted} does not match "
+            f"{hashlib.sha256(original).hexdigest()} recorded in results/smoke/teacher/cache.safetensors.sha256") in log
+    assert not (project / TAID).exists() and not (results / "runs/taid/seed1/model").exists()
