@@ -11,7 +11,8 @@ The job that writes an artifact *seals* it: it records the sha256 of every file 
 ``scores.json`` (``predictions_sha256``), which the tables read anyway. The job that consumes an
 artifact *verifies* it before use: a missing, extra or changed file is a ResultError naming the file,
 the hash on record and the hash found. Each job's result JSON also records the digests of what it
-read and what it wrote (``integrity``).
+read and what it wrote (``integrity``), and a training checkpoint carries the run id and the input
+digests of the job that wrote it, so that it resumes only that job (kdbench.train.load_checkpoint).
 docs/integrity.md says what this costs.
 """
 
@@ -108,7 +109,8 @@ def verify(artifact: str | os.PathLike, expected: dict[str, str] | None = None,
 def verify_inputs(log: Callable[[str], None] | None = None, **artifacts: str | os.PathLike | None) -> dict:
     """Verify every given input artifact (None = not used by this job) before the job reads any of them.
 
-    Returns {"inputs": {name: manifest digest}, "verify_s", "verified_bytes"} for the job's result JSON."""
+    Returns {"inputs": {name: manifest digest}, "verify_s", "verified_bytes"} for the job's result JSON
+    and its checkpoint identity."""
     t0 = time.perf_counter()
     digests, size = {}, 0
     for name, path in artifacts.items():
@@ -124,4 +126,27 @@ def verify_inputs(log: Callable[[str], None] | None = None, **artifacts: str | o
     return {"inputs": digests, "verify_s": elapsed, "verified_bytes": size}
 
 
-__all__ = ["SEAL_NAME", "SEAL_SUFFIX", "seal", "seal_path", "manifest", "digest", "verify", "verify_inputs"]
+def checkpoint_identity(run_id: str, verified: dict) -> dict:
+    """What a checkpoint must have been written for to be resumed: the job's run id and input digests."""
+    return {"run_id": run_id, "inputs": dict(verified["inputs"])}
+
+
+def set_aside(path: str | os.PathLike, tag: str) -> Path:
+    """Rename ``path`` to ``<path>.<tag>`` (``.<tag>-2``, ... if taken) so nothing reads it again; kept
+    for inspection, never deleted."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.{tag}")
+    counter = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.{tag}-{counter}")
+        counter += 1
+    os.replace(path, target)
+    return target
+
+
+def short(value: str | None) -> str:
+    return (value or "none")[:12]
+
+
+__all__ = ["SEAL_NAME", "SEAL_SUFFIX", "seal", "seal_path", "manifest", "digest", "verify", "verify_inputs",
+           "checkpoint_identity", "set_aside", "short"]

@@ -17,12 +17,13 @@ import torch
 from kdbench.batching import encode_records
 from kdbench.data import Record, load_records, records_to_rows
 from kdbench.errors import ResultError
-from kdbench.integrity import seal, verify_inputs
+from kdbench.integrity import checkpoint_identity, seal, verify_inputs
 from kdbench.io import atomic_directory, sha256_file, write_jsonl_atomic, write_json_atomic, write_text_atomic
 from kdbench.methods import (SFT_RUN, ScheduleContext, SupervisedFineTuning, discover_methods, instantiate,
                              RunSpec)
 from kdbench.models import (PRECISIONS, build_model, load_model, load_tokenizer, resolve_device, save_model,
                             train_bpe_tokenizer, count_parameters)
+from kdbench.config import run_id
 from kdbench.results import read_result, write_result
 from kdbench.accounting import GpuClock, peak_rss_mb
 from kdbench.train import LiveTeacher, TrainConfig, train
@@ -103,13 +104,14 @@ def build_tokenizer(spec: dict, train_jsonl: Path, out_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- training jobs
 def _sft(model, tokenizer, records: list[Record], train_cfg: dict, spec: dict, seed: int,
-         device: torch.device, checkpoint_dir: Path | None) -> dict[str, Any]:
+         device: torch.device, checkpoint_dir: Path | None, verified: dict) -> dict[str, Any]:
     encoded = encode_records(tokenizer, records, **spec["lengths"])
     cfg = TrainConfig.from_dict(train_cfg)
     ctx = ScheduleContext(tuple(r.id for r in records), cfg.epochs, seed)
     method = SupervisedFineTuning(SupervisedFineTuning.Config())
     return train(model, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
-                 checkpoint_dir=checkpoint_dir, log=log)
+                 checkpoint_dir=checkpoint_dir, log=log,
+                 checkpoint_identity=checkpoint_identity(run_id(spec), verified))
 
 
 def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
@@ -119,7 +121,7 @@ def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: P
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"teacher: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
     metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["train"], spec, spec["seed"], device,
-                   out_dir.with_name(out_dir.name + ".ckpt"))
+                   out_dir.with_name(out_dir.name + ".ckpt"), verified)
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
         outputs = {"model": seal(tmp)}
@@ -137,7 +139,7 @@ def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Pa
     metrics = None
     if spec.get("warmup"):
         metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["warmup"], spec, spec["seed"], device,
-                       out_dir.with_name(out_dir.name + ".ckpt"))
+                       out_dir.with_name(out_dir.name + ".ckpt"), verified)
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
         outputs = {"model": seal(tmp)}
@@ -277,7 +279,8 @@ def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student
         teacher = LiveTeacher(load_model(teacher_dir), device, teacher_dtype)
     student = load_model(student_dir)
     metrics = train(student, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
-                    teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log)
+                    teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log,
+                    checkpoint_identity=checkpoint_identity(run_id(spec), verified))
     if rank != 0:
         return
     with atomic_directory(out_dir) as tmp:

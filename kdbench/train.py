@@ -19,6 +19,7 @@ import torch
 from kdbench.accounting import GpuClock, peak_rss_mb
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.errors import TrainingError
+from kdbench.integrity import set_aside, short
 from kdbench.methods import Method, Schedule, ScheduleContext, StepInfo
 from kdbench.models import PRECISIONS, ResponseLM
 
@@ -126,13 +127,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the loop
 def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext, cfg: TrainConfig, *,
           pad_id: int, seed: int, device: torch.device, teacher=None, checkpoint_dir: str | Path | None = None,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, checkpoint_identity: dict | None = None) -> dict[str, Any]:
     """Train ``student`` in place following ``method``; returns the training metrics.
 
     Under ``torchrun`` (an initialised process group) each global batch is split into contiguous
     per-rank slices and the student is wrapped in DistributedDataParallel: the same global batch
     gives the same optimisation whatever the number of processes (gradient accumulation makes up
-    the difference), so a 2-process run matches a 1-process run with twice the accumulation."""
+    the difference), so a 2-process run matches a 1-process run with twice the accumulation.
+
+    ``checkpoint_identity`` (the job's run id and input digests, kdbench.integrity.checkpoint_identity)
+    is stored in every checkpoint; a checkpoint written for another identity is set aside, never resumed."""
     world_size, rank = distributed_context()
     if method.needs_teacher and teacher is None:
         raise TrainingError(f"{type(method).__name__} needs a teacher but none was given")
@@ -156,7 +160,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     torch.manual_seed(seed)
     ckpt_path = Path(checkpoint_dir) / "checkpoint.pt" if checkpoint_dir else None
-    resume = torch.load(ckpt_path, weights_only=False) if ckpt_path and ckpt_path.is_file() else None
+    resume = load_checkpoint(ckpt_path, checkpoint_identity, log, rank == 0) if ckpt_path else None
 
     history: list[dict[str, Any]] = []
     trace: list[dict[str, Any]] = []
@@ -172,7 +176,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         step, start_epoch, start_batch = resume["step"], resume["epoch"], resume["batch"]
         history, trace, counters = resume["history"], resume["trace"], resume["counters"]
         elapsed_before, stage_wall = resume["elapsed"], resume["stage_wall"]
-        log(f"resuming from {ckpt_path} at step {step} (epoch {start_epoch}, batch {start_batch})")
+        log(f"resuming from {resume['loaded_from']} at step {step} (epoch {start_epoch}, batch {start_batch})")
 
     gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
@@ -266,7 +270,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                         "method": method.state_dict(), "rng": _rng_state(), "step": step,
                         "epoch": next_epoch, "batch": next_batch, "history": history, "trace": trace,
                         "counters": counters, "elapsed": elapsed_before + time.perf_counter() - t0,
-                        "stage_wall": stage_wall_now})
+                        "stage_wall": stage_wall_now, "identity": checkpoint_identity})
             global_epoch += 1
         stage_wall[stage_index] += time.perf_counter() - stage_t0
     if teacher is not None:
@@ -288,8 +292,9 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         "device": str(device),
     }
     metrics.update(gpu_clock.stop())
-    if ckpt_path and rank == 0 and ckpt_path.exists():
-        ckpt_path.unlink()
+    if ckpt_path and rank == 0:
+        for path in (ckpt_path, previous_checkpoint(ckpt_path)):
+            path.unlink(missing_ok=True)
     return metrics
 
 
@@ -320,8 +325,59 @@ def _global_sum(counters: dict[str, int]) -> dict[str, int]:
     return {k: int(v) for k, v in zip(keys, values)}
 
 
+def previous_checkpoint(path: Path) -> Path:
+    """The checkpoint before ``path``, kept so that an unreadable newest one loses only checkpoint_every steps."""
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as handle:
+        torch.save(state, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if path.exists():
+        # A hard link keeps `path` in place until the new checkpoint replaces it: there is always one.
+        link = previous_checkpoint(path).with_name(f".{previous_checkpoint(path).name}.{os.getpid()}.tmp")
+        link.unlink(missing_ok=True)
+        try:
+            os.link(path, link)
+            os.replace(link, previous_checkpoint(path))
+        except OSError:                      # no hard links on this file system
+            os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, identity: dict | None, log: Callable[[str], None],
+                    may_move: bool = True) -> dict[str, Any] | None:
+    """The newest readable checkpoint written for ``identity`` (``path``, else the previous one), or None
+    to start fresh. An unreadable checkpoint, or one written for another run id or other inputs, is set
+    aside (renamed ``*.corrupt`` / ``*.stale-<run id>``, logged, by rank 0 only) and never resumed."""
+    set_aside_any = False
+    for candidate in (path, previous_checkpoint(path)):
+        if not candidate.is_file():
+            continue
+        try:
+            state = torch.load(candidate, weights_only=False)
+            written_for = state.get("identity")
+        except Exception as exc:             # truncated, not a checkpoint, unpicklable: never resumed
+            tag, why = "corrupt", f"unreadable ({type(exc).__name__}: {str(exc)[:200]})"
+        else:
+            if written_for == identity:
+                return {**state, "loaded_from": candidate}
+            old, new = written_for or {}, identity or {}
+            tag = f"stale-{short(old.get('run_id'))}"
+            if old.get("run_id") != new.get("run_id"):
+                why = (f"written for run id {short(old.get('run_id'))}, this job's spec is run id "
+                       f"{short(new.get('run_id'))}")
+            else:
+                changed = sorted(k for k in {*old.get("inputs", {}), *new.get("inputs", {})}
+                                 if old.get("inputs", {}).get(k) != new.get("inputs", {}).get(k))
+                why = f"written from other inputs ({', '.join(changed)} changed since)"
+        if may_move:
+            log(f"checkpoint {candidate} {why}: set aside as {set_aside(candidate, tag).name}, not resumed")
+        set_aside_any = True
+    if set_aside_any and may_move:
+        log(f"no usable checkpoint in {path.parent}: training starts fresh")
+    return None

@@ -19,11 +19,12 @@ from kdbench.data import load_records
 from kdbench.errors import ConfigError, DataError, KDBenchError, MethodError, ResultError
 from kdbench.integrity import seal, verify
 from kdbench.io import atomic_directory, write_json_atomic, write_jsonl_atomic
-from kdbench.methods import discover_methods, resolve_runs
+from kdbench.methods import ScheduleContext, discover_methods, instantiate, resolve_runs
 from kdbench.metrics import rouge_l
 from kdbench.models import build_model, load_model, save_model
 from kdbench.results import read_result, write_result
 from kdbench.teacher_cache import CachedTeacher
+from kdbench.train import LiveTeacher, TrainConfig, train
 from tests.unit.test_train import ARCH, tiny as tiny_corpus  # noqa: F401 (a fixture)
 
 GOOD_ROW = {"id": "a", "instruction": "Copy the words.", "input": "cat dog", "output": "cat dog"}
@@ -267,3 +268,68 @@ def test_a_truncated_model_is_named_by_the_job_that_reads_it(tiny, tmp_path):
     (model / "SHA256SUMS").unlink()
     with pytest.raises(ResultError, match=r"model/model\.safetensors: cannot load the model \(SafetensorError"):
         load_model(model)
+
+
+def _train(tiny, checkpoint_dir, identity, log, fail_after=None):
+    """TAID on the tiny model with a checkpoint every 2 of 15 steps; ``fail_after`` kills it after that step."""
+    root, rows, tokenizer, encoded = tiny
+    methods = discover_methods("methods")
+    method = instantiate(resolve_runs({"methods": {"include": ["taid"]}}, methods)["taid"], methods)
+    if fail_after is not None:
+        original = method.after_step
+
+        def crashing(loss, step, logged):
+            original(loss, step, logged)
+            if step.step + 1 == fail_after:
+                raise KeyboardInterrupt("simulated kill")
+        method.after_step = crashing
+    cfg = TrainConfig(epochs=3, lr=3e-3, global_batch_size=8, micro_batch_size=8, log_every=1, checkpoint_every=2)
+    student = load_model(root / "model")
+    teacher = LiveTeacher(build_model(ARCH, tokenizer, 7), torch.device("cpu"), torch.float32)
+    metrics = train(student, method, encoded, ScheduleContext(tuple(r.id for r in rows), 3, 5, None), cfg,
+                    pad_id=tokenizer.pad_token_id, seed=5, device=torch.device("cpu"), teacher=teacher,
+                    checkpoint_dir=checkpoint_dir, log=log, checkpoint_identity=identity)
+    return student.state_dict(), metrics
+
+
+IDENTITY = {"run_id": "0123456789abcdef", "inputs": {"student": "s1", "teacher": "t1"}}
+
+
+@pytest.mark.parametrize("truncate, resumes_at", [(["checkpoint.pt"], 2), (["checkpoint.pt", "checkpoint.prev.pt"], None)],
+                         ids=["newest", "both"])
+def test_a_truncated_checkpoint_is_set_aside_and_training_goes_on(tiny, tmp_path, truncate, resumes_at):
+    reference, ref_metrics = _train(tiny, None, IDENTITY, lambda _: None)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny, tmp_path, IDENTITY, lambda _: None, fail_after=5)      # checkpoints at steps 2 and 4
+    for name in truncate:
+        os.truncate(tmp_path / name, (tmp_path / name).stat().st_size // 3)
+    lines = []
+    weights, metrics = _train(tiny, tmp_path, IDENTITY, lines.append)
+    text = "\n".join(lines)
+    for name in truncate:
+        assert f"checkpoint {tmp_path / name} unreadable" in text and f"set aside as {name}.corrupt" in text
+        assert (tmp_path / f"{name}.corrupt").is_file()
+    if resumes_at:
+        assert f"resuming from {tmp_path / 'checkpoint.prev.pt'} at step {resumes_at}" in text
+    else:
+        assert "training starts fresh" in text and "resuming" not in text
+    for name in reference:                             # the same weights as a run never interrupted
+        assert torch.equal(reference[name], weights[name]), name
+    assert [h["loss"] for h in metrics["history"]] == [h["loss"] for h in ref_metrics["history"]]
+    assert not (tmp_path / "checkpoint.pt").exists() and not (tmp_path / "checkpoint.prev.pt").exists()
+
+
+@pytest.mark.parametrize("changed, reason", [
+    ({**IDENTITY, "run_id": "fedcba9876543210"}, "written for run id 0123456789ab, this job's spec is run id fedcba987654"),
+    ({**IDENTITY, "inputs": {"student": "s1", "teacher": "t2"}}, "written from other inputs (teacher changed since)"),
+], ids=["spec", "inputs"])
+def test_a_checkpoint_of_another_spec_or_other_inputs_is_never_resumed(tiny, tmp_path, changed, reason):
+    with pytest.raises(KeyboardInterrupt):
+        _train(tiny, tmp_path, IDENTITY, lambda _: None, fail_after=5)
+    lines = []
+    _, metrics = _train(tiny, tmp_path, changed, lines.append)
+    text = "\n".join(lines)
+    assert f"checkpoint {tmp_path / 'checkpoint.pt'} {reason}: set aside as checkpoint.pt.stale-0123456789ab" in text
+    assert "training starts fresh" in text and "resuming" not in text
+    assert (tmp_path / "checkpoint.pt.stale-0123456789ab").is_file()
+    assert [h["step"] for h in metrics["history"]] == list(range(1, 16))   # every step trained under the new spec

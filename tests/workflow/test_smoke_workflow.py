@@ -7,11 +7,14 @@ asks Snakemake what it *would* do, or runs the few jobs it expects.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -122,7 +125,7 @@ def test_bad_config_fails_before_any_job(project):
 
 
 # --------------------------------------------------------------------------- integrity (docs/integrity.md)
-# These run last: each puts back what it breaks.
+# These run last: each puts back what it breaks, except the last, which leaves taid trained under its override.
 TAID = "results/smoke/runs/taid/seed1/train.json"
 
 
@@ -147,3 +150,41 @@ def test_a_corrupted_teacher_cache_fails_the_run_that_reads_it(project):
     assert (f"results/smoke/teacher/cache.safetensors: sha256 {corrupted} does not match "
             f"{hashlib.sha256(original).hexdigest()} recorded in results/smoke/teacher/cache.safetensors.sha256") in log
     assert not (project / TAID).exists() and not (results / "runs/taid/seed1/model").exists()
+
+
+def test_a_checkpoint_of_a_changed_spec_is_set_aside_not_resumed(project):
+    """Kill Snakemake after TAID's first checkpoint, change t_start, resume as the README says."""
+    results = project / "results/smoke"
+    run_dir = results / "runs/taid/seed1"
+    checkpoint = run_dir / "model.ckpt/checkpoint.pt"
+    settings = {"train": {"epochs": 40, "checkpoint_every": 2}}   # 240 steps: time to kill it after step 2
+    override = project / "config/checkpointed.yaml"
+    override.write_text(yaml.safe_dump({"methods": {"settings": {"taid": settings}}}))
+    configs = ("--configfile", "config/smoke.yaml", "config/checkpointed.yaml")
+    proc = subprocess.Popen([*SNAKEMAKE, *configs, "--cores", "2", TAID], cwd=project, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the job finished before its first checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)        # Snakemake itself and its job
+    proc.wait()
+    assert checkpoint.exists() and not (project / TAID).exists()
+    import torch
+
+    stale = torch.load(checkpoint, weights_only=False)["identity"]["run_id"]
+    settings["hparams"] = {"t_start": 0.9}
+    override.write_text(yaml.safe_dump({"methods": {"settings": {"taid": settings}}}))
+    snakemake(project, *configs, "--unlock")
+    snakemake(project, *configs, "--cores", "2", "--rerun-incomplete", TAID)
+    log = (results / "logs/distill/taid/seed1.log").read_text()
+    assert f"set aside as checkpoint.pt.stale-{stale[:12]}" in log and "training starts fresh" in log
+    assert "resuming" not in log
+    assert (run_dir / f"model.ckpt/checkpoint.pt.stale-{stale[:12]}").is_file()
+    doc = json.loads((project / TAID).read_text())
+    assert doc["spec"]["run"]["hparams"]["t_start"] == 0.9 and doc["metrics"]["trace"][0]["t"] == 0.9
+    weights = (run_dir / "model/model.safetensors").read_bytes()
+    shutil.rmtree(run_dir / "model")           # a clean run of the new spec gives the same weights
+    (project / TAID).unlink()
+    snakemake(project, *configs, "--cores", "2", TAID)
+    assert (run_dir / "model/model.safetensors").read_bytes() == weights
