@@ -175,11 +175,26 @@ def check_complete(scores: pd.DataFrame, expected: dict[str, Any] | None, result
 
 
 def eval_set_info(results: Path, eval_sets: list[str]) -> dict[str, dict]:
-    info = {}
-    for name in eval_sets:
-        path = results / "evalsets" / f"{name}.json"
-        info[name] = read_result(path, "eval_set") if path.is_file() else {"display_name": name, "info": {}}
-    return info
+    return {name: read_result(results / "evalsets" / f"{name}.json", "eval_set") for name in eval_sets}
+
+
+def check_shared_inputs(results: Path, runs: list[str], seeds: list[int]) -> None:
+    """The difficulty profile and the teacher cache must be there when a trained run used them (its
+    train.json says so): a missing one is an error, never a table without its rows."""
+    for run in runs:
+        for seed in seeds:
+            train_json = results / "runs" / run / f"seed{seed}" / "train.json"
+            doc = read_result(train_json, "train")
+            needed = [results / "profile" / "summary.json", results / "profile" / "difficulty.csv"] \
+                if "profile" in doc["spec"] else []
+            if doc.get("teacher_source") == "CachedTeacher":
+                needed.append(results / "teacher" / "cache.json")
+            for path in needed:
+                if not path.is_file():
+                    raise ResultError(f"{path}: missing, but {train_json} was trained with it; re-run the job "
+                                      "that writes it (snakemake re-creates it)")
+    if (results / "profile" / "difficulty.csv").is_file():
+        verify(results / "profile" / "difficulty.csv")
 
 
 def losses_from_results(results: Path, runs: list[str], seeds: list[int]) -> dict[str, str]:
@@ -578,6 +593,7 @@ def build_tables(results: Path, out_dir: Path, config: dict | None = None,
         seeds = sorted(scores[scores.run == SFT_RUN].seed.unique().tolist())
         settings = dict(TABLE_DEFAULTS)
         losses = losses_from_results(results, trained, seeds)
+    check_shared_inputs(results, [SFT_RUN, *labels], seeds)
     baseline, alpha, samples = settings["baseline"], settings["significance_level"], settings["bootstrap_samples"]
     pairs = baseline_pairs(list(labels), methods, losses, baseline)
     unpaired = [r for r in [SFT_RUN, *labels] if pairs.get(r) is None and methods.get(r) != baseline]

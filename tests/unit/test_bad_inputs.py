@@ -23,6 +23,7 @@ from kdbench.methods import ScheduleContext, discover_methods, instantiate, reso
 from kdbench.metrics import rouge_l
 from kdbench.models import build_model, load_model, save_model
 from kdbench.results import read_result, write_result
+from kdbench.tables import build_tables
 from kdbench.teacher_cache import CachedTeacher
 from kdbench.train import LiveTeacher, TrainConfig, train
 from tests.unit.test_train import ARCH, tiny as tiny_corpus  # noqa: F401 (a fixture)
@@ -182,6 +183,22 @@ def case_truncated_cache_safetensors(tmp_path):
     CachedTeacher(path, {"key": "k"}, "k")
 
 
+def case_tables_without_the_profile(tmp_path):
+    import shutil
+
+    from tests.unit.test_tables import make_results
+
+    results, config = make_results(tmp_path)
+    train_json = results / "runs/pocl-fkl/seed1/train.json"
+    doc = read_result(train_json, "train")
+    write_json_atomic(train_json, {**doc, "spec": {**doc["spec"], "profile": {"profile": {}}}})
+    shutil.rmtree(results / "profile")
+    try:
+        build_tables(results, tmp_path / "tables", config_json=config, plots=False)
+    finally:
+        assert not (tmp_path / "tables").exists()      # not a single (smaller) table written
+
+
 CASES = [
     (case_unknown_key, ConfigError, ["teacher.train.epoch", "did you mean 'epochs'", "config/config.yaml"]),
     (case_wrong_type, ConfigError, ["evaluation.seeds", "array"]),
@@ -206,6 +223,8 @@ CASES = [
     (case_file_added_to_a_model_directory, ResultError, ["model/pytorch_model.bin", "not recorded in",
                                                          "model/SHA256SUMS"]),
     (case_truncated_cache_safetensors, ResultError, ["cache.safetensors", "cannot load the teacher cache", "truncated"]),
+    (case_tables_without_the_profile, ResultError, ["profile/summary.json", "missing",
+                                                    "runs/pocl-fkl/seed1/train.json"]),
 ]
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from kdbench.errors import ResultError
+from kdbench.integrity import seal
 from kdbench.io import sha256_file, write_jsonl_atomic, write_text_atomic
 from kdbench.results import write_result
 from kdbench.tables import (MARK_BETTER, MARK_NOISE, MARK_WORSE, bootstrap_p_value, build_tables, holm_adjust,
@@ -127,6 +128,7 @@ def make_results(root: Path, effects: dict[str, float] | None = None, seed_sd: f
                               "teacher_ce": true * 0.2 + rng.normal(0, 0.5, n_train),
                               "true_difficulty": true, "family": "sum"})
         write_text_atomic(results / "profile" / "difficulty.csv", frame.to_csv(index=False))
+        seal(results / "profile" / "difficulty.csv")
         write_result(results / "profile" / "summary.json", "profile", {"profile": {}},
                      {"n_examples": n_train, "wall_s": 4.0, "timings": {}, "peak_rss_mb": 300.0,
                       "tokens": {"student_ce": 1000, "teacher_ce": 1000, "generation": 600}, "tokens_per_s": 650.0,

@@ -126,6 +126,21 @@ def test_bad_config_fails_before_any_job(project):
 
 # --------------------------------------------------------------------------- integrity (docs/integrity.md)
 # These run last: each puts back what it breaks, except the last, which leaves taid trained under its override.
+def test_tables_without_the_profile_are_an_error_not_a_smaller_table(project):
+    profile, aside = project / "results/smoke/profile", project / "profile.aside"
+    out = project / "tables-without-profile"
+    shutil.move(profile, aside)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "kdbench.cli", "tables", "--results", "results/smoke", "--out",
+                               str(out), "--config", "config/config.yaml", "--overrides", "config/smoke.yaml"],
+                              cwd=project, capture_output=True, text=True, timeout=300)
+    finally:
+        shutil.move(aside, profile)
+    assert proc.returncode == 2, proc.stderr
+    assert "results/smoke/profile/summary.json: missing, but results/smoke/runs/" in proc.stderr
+    assert not out.exists()
+
+
 TAID = "results/smoke/runs/taid/seed1/train.json"
 
 
