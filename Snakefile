@@ -5,6 +5,19 @@ from snakemake.utils import min_version
 
 min_version("8.20")
 
+# Snakemake's own message for a missing or malformed config file names neither the file nor the line;
+# check the default config first (a --configfile is read by Snakemake before this file: `kdbench
+# validate-config FILE` names the file and line).
+from snakemake.exceptions import WorkflowError
+
+from kdbench.errors import KDBenchError
+from kdbench.schema import load_yaml
+
+try:
+    load_yaml("config/config.yaml")
+except KDBenchError as exc:
+    raise WorkflowError(f"kdbench: {exc}") from None
+
 
 configfile: "config/config.yaml"
 

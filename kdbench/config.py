@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from kdbench.data.sources import normalize_source_cfg
 from kdbench.errors import ConfigError
 from kdbench.io import sha256_json
 from kdbench.schema import load_yaml, validate
@@ -64,6 +65,42 @@ def _check_batch_sizes(cfg: dict, source: str) -> None:
                               f"multiple of micro_batch_size {section['micro_batch_size']} x {label}")
 
 
+# Architecture keys that must agree, under each name transformers' model types use for them.
+ARCH_ALIASES = {"width": ("hidden_size", "n_embd", "d_model"), "heads": ("num_attention_heads", "n_head"),
+                "kv_heads": ("num_key_value_heads",), "positions": ("max_position_embeddings", "n_positions")}
+
+
+def _check_architectures(cfg: dict, source: str) -> None:
+    """A from-scratch model's shape must be buildable and hold the longest sequence a job feeds it: checked
+    here, naming the key, instead of a transformers traceback jobs later."""
+    longest = max(cfg["data"]["max_length"], cfg["data"]["max_prompt_tokens"]
+                  + max(cfg["evaluation"]["max_new_tokens"], cfg["profile"]["max_new_tokens"]))
+    for section in ("teacher", "student"):
+        model = cfg[section]["model"]
+        if model["init"] != "scratch":
+            continue
+        arch, where = model["architecture"], f"{section}.model.architecture"
+        given = {}
+        for kind, names in ARCH_ALIASES.items():
+            for name in names:
+                if name in arch:
+                    value = arch[name]
+                    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                        raise ConfigError(f"{source}: config key {where}.{name} must be a positive integer, "
+                                          f"got {value!r}")
+                    given[kind] = (f"{where}.{name}", value)
+        width, heads, kv, positions = (given.get(k) for k in ARCH_ALIASES)
+        if width and heads and "head_dim" not in arch and width[1] % heads[1]:
+            raise ConfigError(f"{source}: config key {width[0]} = {width[1]} is not a multiple of {heads[0]} = "
+                              f"{heads[1]}: every attention head needs the same number of dimensions")
+        if heads and kv and heads[1] % kv[1]:
+            raise ConfigError(f"{source}: config key {heads[0]} = {heads[1]} is not a multiple of {kv[0]} = {kv[1]}")
+        if positions and positions[1] < longest:
+            raise ConfigError(f"{source}: config key {positions[0]} = {positions[1]} is shorter than the longest "
+                              f"sequence the jobs feed the model ({longest}: data.max_length, or "
+                              "data.max_prompt_tokens + evaluation/profile max_new_tokens)")
+
+
 def resolve(config: dict, source: str = "config") -> dict:
     """Validate ``config`` (naming ``source`` in errors) and fill every default explicitly."""
     if not isinstance(config, dict):
@@ -93,6 +130,11 @@ def resolve(config: dict, source: str = "config") -> dict:
         cfg["evaluation"]["max_new_tokens"] = data["max_length"] - data["max_prompt_tokens"]
     if cfg["profile"]["max_new_tokens"] is None:
         cfg["profile"]["max_new_tokens"] = cfg["evaluation"]["max_new_tokens"]
+    _check_architectures(cfg, source)
+    try:
+        normalize_source_cfg(cfg["data"]["source"], "config key data.source")   # checked, not rewritten
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     for section, key in (("teacher", "model"), ("student", "model")):
         if cfg[section][key]["init"] == "pretrained" and cfg["tokenizer"]["kind"] == "bpe":
             raise ConfigError(f"{source}: {section}.model.init is 'pretrained' but tokenizer.kind is 'bpe'; "

@@ -62,6 +62,9 @@ def load_yaml(path) -> Any:
             return yaml.safe_load(handle)
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                          f"{exc.start})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

@@ -59,13 +59,19 @@ class Record:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
-    """Parse a JSONL file into (line number, object) pairs; a bad line names file and line."""
+    """Parse a JSONL file into (line number, object) pairs; a bad line names file and line. A UTF-8 byte
+    order mark at the start of the file is accepted (many editors and exporters write one)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     rows: list[tuple[int, dict]] = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[exc.start:exc.start + 1]!r} at column "
+                                f"{exc.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -82,14 +88,14 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, dict]]:
 
 def record_from_json(obj: dict, where: str) -> Record:
     """Validate one canonical record; ``where`` is 'file:line' for error messages."""
-    def need_str(key: str, allow_empty: bool = False) -> str:
+    def need_str(key: str) -> str:
         if key not in obj:
             raise DataError(f"{where}: missing field '{key}'")
         value = obj[key]
         if not isinstance(value, str):
             raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
-        if not allow_empty and not value.strip():
-            raise DataError(f"{where}: field '{key}' is empty")
+        if not value.strip():
+            raise DataError(f"{where}: field '{key}' is empty or whitespace-only")
         return value
 
     rid = obj.get("id")
@@ -105,9 +111,13 @@ def record_from_json(obj: dict, where: str) -> Record:
         refs = obj["outputs"]
         if not isinstance(refs, list) or not refs or not all(isinstance(r, str) for r in refs):
             raise DataError(f"{where}: field 'outputs' must be a non-empty list of strings")
+        blank = [i for i, r in enumerate(refs) if not r.strip()]
+        if blank:
+            raise DataError(f"{where}: field 'outputs' has an empty or whitespace-only reference at index "
+                            f"{blank[0]}: Rouge-L would score every prediction 0 against it")
         references = tuple(refs)
     elif "output" in obj:
-        references = (need_str("output", allow_empty=True),)
+        references = (need_str("output"),)
     else:
         raise DataError(f"{where}: missing reference field 'output' (or 'outputs')")
     prompt = obj.get("prompt")

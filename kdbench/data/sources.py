@@ -154,8 +154,9 @@ def _check_split_map(value: Any, key: str, where: str, *, value_type: type = str
         if not isinstance(split, str) or not split:
             raise _fail(where, f"'{key}': split names must be non-empty strings, got {split!r}")
         ok = isinstance(v, value_type) and not isinstance(v, bool)
-        if not ok or (value_type is int and v < 0) or (value_type is str and not v):
-            kind = "non-empty string" if value_type is str else "non-negative integer"
+        # Every split named is written and read back; an empty split fails every job that reads it.
+        if not ok or (value_type is int and v < 1) or (value_type is str and not v):
+            kind = "non-empty string" if value_type is str else "positive integer"
             raise _fail(where, f"'{key}.{split}' must be a {kind}, got {v!r}")
     return dict(value)
 

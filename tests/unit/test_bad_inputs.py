@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from kdbench import RESULT_SCHEMA_VERSION, stages
-from kdbench.config import eval_spec, resolve
+from kdbench.config import eval_spec, load_config, resolve
 from kdbench.data import load_records
 from kdbench.errors import ConfigError, DataError, KDBenchError, MethodError, ResultError
 from kdbench.integrity import seal, verify
@@ -142,6 +142,52 @@ def case_missing_result_file(tmp_path):
     read_result(tmp_path / "eval" / "taid" / "scores.json", "scores")
 
 
+# --------------------------------------------------------------------------- data files
+def case_non_utf8_jsonl(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(json.dumps(GOOD_ROW).encode() + b'\n{"id": "b", "instruction": "caf\xe9", "output": "x"}\n')
+    load_records(path)
+
+
+def case_whitespace_only_output(tmp_path):
+    load_records(_jsonl(tmp_path, [json.dumps(GOOD_ROW), json.dumps({**GOOD_ROW, "id": "b", "output": " \n\t"})]))
+
+
+def case_empty_reference_in_outputs(tmp_path):
+    load_records(_jsonl(tmp_path, [json.dumps({**GOOD_ROW, "outputs": ["cat dog", ""]})]))
+
+
+# --------------------------------------------------------------------------- config files (what validate-config reads)
+def _override(tmp_path, text: str) -> Path:
+    path = tmp_path / "override.yaml"
+    path.write_text(text)
+    return path
+
+
+def case_heads_do_not_divide_hidden_size(tmp_path):
+    load_config("config/config.yaml", [_override(tmp_path, "student:\n  model:\n    init: scratch\n    architecture: "
+                                                "{model_type: llama, hidden_size: 15, num_attention_heads: 2, "
+                                                "num_key_value_heads: 2}\n")])
+
+
+def case_positions_shorter_than_sequences(tmp_path):
+    load_config("config/config.yaml", [_override(tmp_path, "teacher:\n  model:\n    architecture: "
+                                                "{max_position_embeddings: 100}\n")])
+
+
+def case_zero_training_examples(tmp_path):
+    load_config("config/config.yaml", [_override(tmp_path, "data:\n  source: {source: synthetic, sizes: {train: 0, dev: 20}}"
+                                                "\n  max_prompt_tokens: 128\n  max_length: 192\n")])
+
+
+def case_missing_configfile(tmp_path):
+    load_config("config/config.yaml", [tmp_path / "nope.yaml"])
+
+
+def case_yaml_syntax_error(tmp_path):
+    load_config("config/config.yaml", [_override(tmp_path, "name: x\nseed: 3\ntraining: {seeds: [1, 2}\n")])
+
+
 # --------------------------------------------------------------------------- artifacts
 ORIGINAL, CORRUPTED = b"a" * 4096, b"a" * 1024 + b"b" * 2048 + b"a" * 1024
 ORIGINAL_SHA, CORRUPTED_SHA = hashlib.sha256(ORIGINAL).hexdigest(), hashlib.sha256(CORRUPTED).hexdigest()
@@ -217,6 +263,16 @@ CASES = [
     (case_prompt_longer_than_sequence, ConfigError, ["data.max_prompt_tokens", "data.max_length"]),
     (case_unknown_eval_option, ConfigError, ["fulll", "full"]),
     (case_missing_result_file, ResultError, ["eval/taid/scores.json", "missing"]),
+    (case_non_utf8_jsonl, DataError, ["data.jsonl:2", "not valid UTF-8", "\\xe9"]),
+    (case_whitespace_only_output, DataError, ["data.jsonl:2", "'output'", "whitespace-only"]),
+    (case_empty_reference_in_outputs, DataError, ["data.jsonl:1", "'outputs'", "index 1"]),
+    (case_heads_do_not_divide_hidden_size, ConfigError, ["override.yaml", "student.model.architecture.hidden_size = 15",
+                                                         "student.model.architecture.num_attention_heads = 2"]),
+    (case_positions_shorter_than_sequences, ConfigError, ["teacher.model.architecture.max_position_embeddings = 100",
+                                                          "192"]),
+    (case_zero_training_examples, ConfigError, ["override.yaml", "data.source", "'sizes.train'", "positive integer"]),
+    (case_missing_configfile, ConfigError, ["nope.yaml", "not found"]),
+    (case_yaml_syntax_error, ConfigError, ["override.yaml:3", "malformed YAML"]),
     (case_artifact_changed_after_it_was_written, ResultError, ["cache.safetensors", f"sha256 {CORRUPTED_SHA}",
                                                                f"does not match {ORIGINAL_SHA}", "cache.safetensors.sha256"]),
     (case_artifact_without_integrity_record, ResultError, ["difficulty.csv", "no integrity record"]),
@@ -254,6 +310,26 @@ def test_failed_directory_write_leaves_nothing(tmp_path):
 
 
 # --------------------------------------------------------------------------- recoveries and job-level faults
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD_ROW).encode() + b"\n")
+    assert [r.id for r in load_records(path)] == ["a"]
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("student:\n  model:\n    init: scratch\n    architecture: {model_type: llama, hidden_size: 15, "
+     "num_attention_heads: 2, num_key_value_heads: 2}\n", "student.model.architecture.hidden_size = 15"),
+    ("data:\n  source: {source: synthetic, sizes: {train: 0, dev: 20}}\n  max_prompt_tokens: 128\n  max_length: 192\n",
+     "'sizes.train' must be a positive integer"),
+], ids=["heads", "zero_train"])
+def test_validate_config_rejects_what_would_fail_jobs_later(tmp_path, capsys, override, fragment):
+    from kdbench.cli import main
+
+    assert main(["validate-config", "config/config.yaml", "--overrides", str(_override(tmp_path, override))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kdbench: error: ") and fragment in err and "override.yaml" in err
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_corpus):
     """test_train's tiny corpus, plus a sealed model directory and eval set as the workflow's jobs write them."""

@@ -126,6 +126,17 @@ def test_bad_config_fails_before_any_job(project):
 
 # --------------------------------------------------------------------------- integrity (docs/integrity.md)
 # These run last: each puts back what it breaks, except the last, which leaves taid trained under its override.
+def test_a_malformed_config_yaml_is_named_with_its_line(tmp_path):
+    for item in ("Snakefile", "workflow", "config", "methods", "evals"):
+        source = REPO / item
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / item)
+    config = tmp_path / "config" / "config.yaml"
+    lines = config.read_text().splitlines()
+    config.write_text("\n".join(lines[:5] + ["seed: [1, 2"] + lines[5:]) + "\n")
+    proc = snakemake(tmp_path, "-n", check=False)
+    assert proc.returncode != 0 and "config/config.yaml:7: malformed YAML" in proc.stdout + proc.stderr
+
+
 def test_tables_without_the_profile_are_an_error_not_a_smaller_table(project):
     profile, aside = project / "results/smoke/profile", project / "profile.aside"
     out = project / "tables-without-profile"
