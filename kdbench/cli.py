@@ -38,9 +38,11 @@ def cmd_stage(args: argparse.Namespace) -> None:
     elif job == "tokenizer":
         stages.build_tokenizer(spec, Path(args.train), Path(args.out_dir))
     elif job == "teacher":
-        stages.train_teacher(spec, Path(args.train), Path(args.tokenizer), Path(args.out_dir), Path(args.metrics))
+        stages.train_teacher(spec, [Path(p) for p in args.data], Path(args.tokenizer), Path(args.out_dir),
+                             Path(args.metrics))
     elif job == "student-init":
-        stages.init_student(spec, Path(args.train), Path(args.tokenizer), Path(args.out_dir), Path(args.metrics))
+        stages.init_student(spec, [Path(p) for p in args.data], Path(args.tokenizer), Path(args.out_dir),
+                            Path(args.metrics))
     elif job == "profile":
         stages.profile_difficulty(spec, Path(args.train), Path(args.student), Path(args.teacher), Path(args.out),
                                   Path(args.summary))
@@ -110,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                  "student", "teacher", "summary", "profile", "methods-root", "run", "model", "eval-set",
                  "label", "eval-seeds", "cache", "cache-meta"):
         stage.add_argument(f"--{name}")
+    stage.add_argument("--data", nargs="+", help="training splits (teacher, student-init)")
     stage.add_argument("--device", default="auto")
     stage.set_defaults(func=cmd_stage)
 

@@ -15,7 +15,7 @@ from kdbench.schema import load_yaml, validate
 EVAL_DEFAULTS = {"decoding": "sample", "temperature": 1.0, "top_k": 0, "top_p": 1.0,
                  "no_repeat_ngram_size": 6, "max_new_tokens": None, "batch_size": 32,
                  "max_examples": None, "set_options": {}}
-PROFILE_DEFAULTS = {"batch_size": 32, "max_new_tokens": None, "no_repeat_ngram_size": 6}
+PROFILE_DEFAULTS = {"batch_size": 32, "max_new_tokens": None, "no_repeat_ngram_size": 6, "samples": 4}
 TABLE_DEFAULTS = {"baseline": "vanilla_kd", "output_dir": "paper_tables", "significance_level": 0.05,
                   "bootstrap_samples": 2000}
 TRAIN_DEFAULTS = {"lr_min": 0.0, "lr_schedule": "cosine", "warmup_steps": 0, "weight_decay": 0.01,
@@ -111,6 +111,8 @@ def resolve(config: dict, source: str = "config") -> dict:
     cfg.setdefault("device", "auto")
     cfg["teacher"]["train"] = _train_section(cfg["teacher"]["train"])
     cfg["teacher"].setdefault("seed", cfg["seed"])
+    cfg["teacher"].setdefault("data", ["train"])
+    cfg["student"].setdefault("warmup_data", ["train"])
     cfg["student"]["warmup"] = _train_section(cfg["student"].get("warmup"))
     cfg["student"].setdefault("seed", cfg["seed"])
     cfg["training"]["train"] = _train_section(cfg["training"]["train"])

@@ -66,6 +66,19 @@ class ScheduleContext:
     def n_examples(self) -> int:
         return len(self.example_ids)
 
+    def composition(self, indices) -> dict[str, Any]:
+        """What a subset of the training examples holds, from the profile's ground-truth columns (synthetic
+        data): its mean true level and its count per task family. Empty without a profile or those columns."""
+        if self.difficulty is None:
+            return {}
+        rows = self.difficulty.loc[[self.example_ids[i] for i in indices]]
+        out: dict[str, Any] = {}
+        if "true_difficulty" in rows.columns:
+            out["mean_true_level"] = float(rows["true_difficulty"].mean())
+        if "family" in rows.columns:
+            out["families"] = {str(k): int(v) for k, v in sorted(rows["family"].value_counts().items())}
+        return out
+
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -119,6 +132,12 @@ class Method:
 
     def schedule(self, ctx: ScheduleContext) -> Schedule:
         return full_data_schedule(ctx)
+
+    def hardness(self, profile) -> "np.ndarray | None":
+        """For a curriculum method: its difficulty score per row of ``profile`` (the shared difficulty
+        profile, a DataFrame indexed by example id), larger = harder. The difficulty table reports how
+        well it ranks the ground-truth level; None for a method that does not rank examples."""
+        return None
 
     def loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
              labels: torch.Tensor, step: StepInfo) -> tuple[torch.Tensor, dict[str, float]]:
@@ -379,13 +398,15 @@ def instantiate(run: RunSpec, methods: dict[str, MethodInfo]) -> Method:
     return info.cls(info.cls.config_class(**run.hparams))
 
 
-def cumulative_curriculum(ctx: ScheduleContext, easy_to_hard_ids: list[str], num_stages: int,
+def cumulative_curriculum(ctx: ScheduleContext, hardness, num_stages: int,
                           epochs_per_stage: int | None, stage_params) -> Schedule:
     """POCL-style "baby step" curriculum: stage s trains on the easiest cumulative prefix for
     ``epochs_per_stage`` epochs, each stage a separate run (optimiser and LR schedule restarted).
-    ``stage_params(s)`` gives the loss settings of stage s."""
-    position = {example_id: i for i, example_id in enumerate(ctx.example_ids)}
-    ordered = [position[i] for i in easy_to_hard_ids]
+    ``hardness`` is the method's difficulty per example in ``ctx.example_ids`` order (equal values keep
+    that order); ``stage_params(s)`` gives the loss settings of stage s."""
+    import numpy as np
+
+    ordered = [int(i) for i in np.argsort(np.asarray(hardness, dtype=np.float64), kind="stable")]
     epochs = epochs_per_stage or budget_matched_epochs_per_stage(ctx.epochs, num_stages)
     stages = []
     for s, size in enumerate(cumulative_stage_sizes(len(ordered), num_stages)):

@@ -43,7 +43,7 @@ DPI = 130
 # (key, panel title, y label); only panels some run has data for are drawn.
 CURRICULUM = [
     ("subset", "Training subset per epoch", "fraction of the training split"),
-    ("mean_difficulty", "Mean difficulty of the epoch's subset", "method's difficulty score (0 = easiest)"),
+    ("mean_true_level", "Mean true level of the epoch's subset", "ground-truth difficulty level"),
     ("temperature", "Distillation temperature", "temperature T"),
     ("kd_ratio", "Weight of the KD term (1 − CE weight)", "kd_ratio"),
     ("alpha", "Mixing / skew coefficient α", "α (CPD: student share of target; L2M-KD: skew)"),
@@ -53,6 +53,9 @@ SIGNAL_AXES = {  # signal -> (readable name, unit and direction)
     "student_ce": ("Student CE", "mean token CE (nats); higher = harder"),
     "student_rouge_l": ("Student Rouge-L", "Rouge-L ×100 of greedy output; higher = easier"),
     "teacher_ce": ("Teacher CE", "mean token CE (nats); higher = harder"),
+    "student_nll_sum": ("Student summed NLL", "summed NLL of the response (nats); higher = harder"),
+    "teacher_student_kl": ("Teacher–student KL", "mean token KL(p_T ‖ q_S) (nats); higher = harder"),
+    "student_rouge_l_sampled": ("Student sampled Rouge-L", "mean Rouge-L ×100 of samples; higher = easier"),
 }
 
 
@@ -135,7 +138,7 @@ def curriculum_series(metrics: dict, n_train: int) -> dict[str, list[tuple[float
     for entry in metrics.get("trace") or []:
         x = entry["step"] / total
         points["subset"].append((x, entry["n_examples"] / n_train))
-        for key in ("mean_difficulty", "temperature", "kd_ratio", "alpha", "t"):
+        for key in ("mean_true_level", "temperature", "kd_ratio", "alpha", "t"):
             if isinstance(entry.get(key), (int, float)):
                 points[key].append((x, float(entry[key])))
     for entry in metrics.get("history") or []:
@@ -271,8 +274,10 @@ def plot_training_curves(results: Path, path: Path, labels: dict[str, str], seed
 
 
 # --------------------------------------------------------------------------- difficulty
-def plot_difficulty(results: Path, path: Path) -> Path:
-    from kdbench.difficulty import SIGNALS, normalised_difficulty, signal_quality
+def plot_difficulty(results: Path, path: Path, quality: pd.DataFrame) -> Path:
+    """Each signal's distribution, and each signal by true level captioned with the difficulty table's
+    Spearman ρ (``quality``: that table's data); a degenerate signal is marked as such, never given a ρ."""
+    from kdbench.difficulty import SIGNALS
 
     csv = results / "profile" / "difficulty.csv"
     if not csv.is_file():
@@ -281,15 +286,16 @@ def plot_difficulty(results: Path, path: Path) -> Path:
     frame = pd.read_csv(csv, dtype={"id": str}).set_index("id")
     signals = [s for s in SIGNALS if s in frame.columns]
     has_truth = "true_difficulty" in frame.columns
-    top = (["levels"] if has_truth else []) + signals
-    fused = ["student_ce", "student_rouge_l"]
-    bottom = (signals + (["rrf"] if all(s in frame.columns for s in fused) else [])) if has_truth else []
-    ncols = max(len(top), len(bottom), 1)
-    fig, axes = plt.subplots(2 if bottom else 1, ncols, figsize=(3.9 * ncols, 3.4 * (2 if bottom else 1)),
-                             squeeze=False)
-    for ax in axes.flat:
+    ncols = min(4, len(signals) + 1)
+    rows_per_block = -(-(len(signals) + 1) // ncols)
+    fig, axes = plt.subplots(rows_per_block * (2 if has_truth else 1), ncols,
+                             figsize=(3.9 * ncols, 3.3 * rows_per_block * (2 if has_truth else 1)), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat:
         ax.set_visible(False)
-    for ax, item in zip(axes[0], top):
+    top, bottom = flat[:rows_per_block * ncols], flat[rows_per_block * ncols:]
+    by_signal = quality.set_index("signal") if not quality.empty else pd.DataFrame()
+    for ax, item in zip(top, (["levels"] if has_truth else []) + signals):
         ax.set_visible(True)
         ax.grid(alpha=0.3)
         if item == "levels":
@@ -304,20 +310,20 @@ def plot_difficulty(results: Path, path: Path) -> Path:
         ax.set_title(f"Distribution of {name}", fontsize=10)
         ax.set_xlabel(unit, fontsize=8)
         ax.set_ylabel("examples", fontsize=8)
-    if bottom:
-        quality = signal_quality(frame).set_index("signal").spearman.to_dict()
+    if has_truth:
         levels = sorted(frame.true_difficulty.unique())
         rng = np.random.default_rng(0)
-        for ax, item in zip(axes[1], bottom):
+        for ax, item in zip(bottom, signals):
             ax.set_visible(True)
-            if item == "rrf":
-                values = normalised_difficulty(frame, fused)
-                name, unit = "RRF(student CE, student Rouge-L)", "fused rank, 0 = easiest, 1 = hardest"
-                rho = quality.get("rrf(student_ce, student_rouge_l)")
+            values = frame[item]
+            name, unit = SIGNAL_AXES.get(item, (item, ""))
+            row = by_signal.loc[item] if item in by_signal.index else None
+            if row is None:
+                caption = "not in the difficulty table"
+            elif row["degenerate"]:
+                caption = f"degenerate: {row['constant_share']:.0%} of examples at one value, no ρ"
             else:
-                values = frame[item]
-                name, unit = SIGNAL_AXES.get(item, (item, ""))
-                rho = quality.get(item)
+                caption = f"Spearman ρ {row['spearman']:+.2f}, within family {row['spearman_within_family']:+.2f}"
             groups = [values[frame.true_difficulty == lv].dropna().to_numpy() for lv in levels]
             ax.boxplot(groups, positions=range(len(levels)), widths=0.55, showfliers=False,
                        medianprops={"color": "C3", "linewidth": 1.6})
@@ -325,8 +331,7 @@ def plot_difficulty(results: Path, path: Path) -> Path:
                 shown = values_at if len(values_at) <= 150 else rng.choice(values_at, 150, replace=False)
                 ax.scatter(i + rng.uniform(-0.18, 0.18, len(shown)), shown, s=5, color="C0", alpha=0.35)
             ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
-            rho_text = "n/a" if rho is None or pd.isna(rho) else f"{rho:+.2f}"
-            ax.set_title(f"{name} by true level\nSpearman ρ (difficulty ranking vs level) = {rho_text}", fontsize=9)
+            ax.set_title(f"{name} by true level\n{caption}", fontsize=9)
             ax.set_xlabel("true difficulty level (1 = easiest)", fontsize=8)
             ax.set_ylabel(unit, fontsize=8)
             ax.grid(alpha=0.3)
@@ -422,11 +427,12 @@ def _place_labels(ax, items: list[tuple[float, float, str, Any]], fontsize: floa
 
 
 def build_plots(results: Path, out_dir: Path, scores: pd.DataFrame, labels: dict[str, str],
-                methods: dict[str, str], seeds: list[int], losses: dict[str, str]) -> list[Path]:
+                methods: dict[str, str], seeds: list[int], losses: dict[str, str],
+                difficulty_quality: pd.DataFrame) -> list[Path]:
     out_dir = Path(out_dir)
     with plt.rc_context({"font.size": 9}):
         return [plot_curriculum(results, out_dir / "curriculum.png", labels, methods, seeds, losses),
                 plot_training_curves(results, out_dir / "training_curves.png", labels, seeds),
-                plot_difficulty(results, out_dir / "difficulty.png"),
+                plot_difficulty(results, out_dir / "difficulty.png", difficulty_quality),
                 plot_score_vs_runtime(results, out_dir / "score_vs_runtime.png", scores, labels, methods, seeds,
                                       losses)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import numpy as np
 import torch
 
 from kdbench.batching import encode_records
@@ -114,13 +115,23 @@ def _sft(model, tokenizer, records: list[Record], train_cfg: dict, spec: dict, s
                  checkpoint_identity=checkpoint_identity(run_id(spec), verified))
 
 
-def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
+def _load_splits(paths: list[Path]) -> list[Record]:
+    """The records of several data splits, in the order given (the teacher's pool, then train, ...)."""
+    return [record for path in paths for record in load_records(path)]
+
+
+def _split_inputs(paths: list[Path]) -> dict[str, Path]:
+    return {f"data:{Path(p).stem}": Path(p) for p in paths}
+
+
+def train_teacher(spec: dict, data: list[Path], tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
+    """SFT of the teacher on the splits of ``teacher.data`` (its pretraining pool and/or train)."""
     device = _device(spec)
-    verified = verify_inputs(log, train=train_jsonl, tokenizer=tokenizer_dir)
+    verified = verify_inputs(log, tokenizer=tokenizer_dir, **_split_inputs(data))
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"teacher: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
-    metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["train"], spec, spec["seed"], device,
+    metrics = _sft(model, tokenizer, _load_splits(data), spec["train"], spec, spec["seed"], device,
                    out_dir.with_name(out_dir.name + ".ckpt"), verified)
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
@@ -130,15 +141,17 @@ def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: P
                                                "integrity": {**verified, "outputs": outputs}})
 
 
-def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
+def init_student(spec: dict, data: list[Path], tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
+    """The student every method starts from: built (or loaded pretrained), then an optional warm-up SFT on
+    the splits of ``student.warmup_data``."""
     device = _device(spec)
-    verified = verify_inputs(log, train=train_jsonl, tokenizer=tokenizer_dir)
+    verified = verify_inputs(log, tokenizer=tokenizer_dir, **_split_inputs(data))
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"student: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
     metrics = None
     if spec.get("warmup"):
-        metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["warmup"], spec, spec["seed"], device,
+        metrics = _sft(model, tokenizer, _load_splits(data), spec["warmup"], spec, spec["seed"], device,
                        out_dir.with_name(out_dir.name + ".ckpt"), verified)
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
@@ -150,7 +163,12 @@ def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Pa
 
 def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher_dir: Path,
                        out_csv: Path, out_summary: Path) -> None:
-    from kdbench.difficulty import sequence_ce, signal_quality
+    """Every difficulty signal of kdbench.difficulty for every training example, from the student the
+    methods start from (and the teacher): one forward pass of both models, greedy generation, and
+    ``profile.samples`` sampled generations."""
+    import pandas as pd
+
+    from kdbench.difficulty import response_statistics
     from kdbench.generation import generate
     from kdbench.metrics import rouge_l
 
@@ -159,51 +177,52 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     records = load_records(train_jsonl)
     tokenizer = load_tokenizer(student_dir)
     encoded = encode_records(tokenizer, records, **spec["student"]["lengths"])
+    references = [list(r.references) for r in records]
+    prompts = [r.prompt for r in records]
     prof = spec["profile"]
     timings = {}
     gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
-    student = load_model(student_dir)
-    student_ce = sequence_ce(student, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
-                             device=device)
-    timings["student_ce_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    decoding = {"decoding": "greedy", "max_new_tokens": prof["max_new_tokens"],
-                "no_repeat_ngram_size": prof["no_repeat_ngram_size"]}
-    predictions, gen_stats = generate(student, tokenizer, [r.prompt for r in records],
+    student, teacher = load_model(student_dir), load_model(teacher_dir)
+    signals = response_statistics(student, encoded, teacher=teacher, pad_id=tokenizer.pad_token_id,
+                                  batch_size=prof["batch_size"], device=device)
+    timings["forward_s"] = time.perf_counter() - t0
+
+    def student_rouge(decoding: str, seed: int) -> tuple[list[float], dict]:
+        settings = {"decoding": decoding, "max_new_tokens": prof["max_new_tokens"], "temperature": 1.0,
+                    "top_k": 0, "top_p": 1.0, "no_repeat_ngram_size": prof["no_repeat_ngram_size"]}
+        predictions, stats = generate(student, tokenizer, prompts, decoding=settings, seed=seed, device=device,
                                       max_prompt_tokens=spec["student"]["lengths"]["max_prompt_tokens"],
-                                      decoding=decoding, seed=0, batch_size=prof["batch_size"], device=device)
-    student_rouge = rouge_l(predictions, [list(r.references) for r in records])
-    timings["student_generation_s"] = time.perf_counter() - t0
-    del student
+                                      batch_size=prof["batch_size"])
+        return rouge_l(predictions, references), stats
+
     t0 = time.perf_counter()
-    teacher = load_model(teacher_dir)
-    teacher_ce = sequence_ce(teacher, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
-                             device=device)
-    timings["teacher_ce_s"] = time.perf_counter() - t0
+    signals["student_rouge_l"], gen_stats = student_rouge("greedy", 0)
+    timings["greedy_generation_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if prof["samples"]:
+        draws = [student_rouge("sample", seed)[0] for seed in range(1, prof["samples"] + 1)]
+        signals["student_rouge_l_sampled"] = np.mean(draws, axis=0)
+    timings["sampled_generation_s"] = time.perf_counter() - t0
     gpu = gpu_clock.stop()
-    frame = pd.DataFrame({"id": [r.id for r in records], "student_ce": student_ce,
-                          "student_rouge_l": student_rouge, "teacher_ce": teacher_ce})
-    if all("difficulty" in r.meta for r in records):
-        frame["true_difficulty"] = [r.meta["difficulty"] for r in records]
-    if all("family" in r.meta for r in records):
-        frame["family"] = [r.meta["family"] for r in records]
+    frame = pd.DataFrame({"id": [r.id for r in records], **signals})
+    for column, meta_key in (("true_difficulty", "difficulty"), ("family", "family"), ("noisy", "noisy")):
+        if all(meta_key in r.meta for r in records):
+            frame[column] = [r.meta[meta_key] for r in records]
     write_text_atomic(out_csv, frame.to_csv(index=False))
     outputs = {"difficulty": seal(out_csv)}
-    quality = signal_quality(frame.set_index("id"))
-    # Tokens through a forward pass: each CE pass reads every prompt+response token once; generation
-    # reads the (truncated) prompts and then one token per new token.
+    # Tokens through a forward pass: the CE pass reads every prompt+response token once per model;
+    # generation reads the (truncated) prompts and then one token per new token, once per draw.
     ce_tokens = sum(len(e.input_ids) for e in encoded)
-    tokens = {"student_ce": ce_tokens, "teacher_ce": ce_tokens,
-              "generation": gen_stats["prompt_tokens"] + gen_stats["new_tokens"]}
+    tokens = {"forward": 2 * ce_tokens,
+              "generation": (1 + prof["samples"]) * (gen_stats["prompt_tokens"] + gen_stats["new_tokens"])}
     wall = sum(timings.values())
     write_result(out_summary, "profile", spec, {
         "n_examples": len(frame), "timings": timings, "wall_s": wall, "peak_rss_mb": peak_rss_mb(),
         "tokens": tokens, "tokens_per_s": sum(tokens.values()) / wall if wall > 0 else None,
         "dtype": str(teacher.dtype).removeprefix("torch."), "device": str(device), **gpu,
-        "generation": gen_stats, "signal_quality": quality.to_dict(orient="records"),
-        "integrity": {**verified, "outputs": outputs},
-        "means": {c: float(frame[c].mean()) for c in ("student_ce", "student_rouge_l", "teacher_ce")}})
+        "generation": gen_stats, "integrity": {**verified, "outputs": outputs},
+        "means": {c: float(frame[c].mean()) for c in signals}})
 
 
 def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokenizer_dir: Path,
@@ -319,7 +338,8 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
         em = exact_match(predictions, references)
         scoring_s = time.perf_counter() - t0
         rows = [{"id": r.id, "prediction": p, "references": list(r.references), "rouge_l": s, "exact_match": e,
-                 **({"true_difficulty": r.meta["difficulty"]} if "difficulty" in r.meta else {})}
+                 **({"true_difficulty": r.meta["difficulty"]} if "difficulty" in r.meta else {}),
+                 **({"family": r.meta["family"]} if "family" in r.meta else {})}
                 for r, p, s, e in zip(records, predictions, rouge, em)]
         seed_dir = out_dir / f"es{eval_seed}"
         write_jsonl_atomic(seed_dir / "predictions.jsonl", rows)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +30,12 @@ from kdbench.integrity import verify
 from kdbench.io import write_text_atomic
 from kdbench.methods import SFT_RUN, TEACHER_RUN
 from kdbench.results import read_result
+from kdbench.stats import (bootstrap_p_value, bootstrap_rng, hierarchical_bootstrap, holm_adjust, mean_sd,
+                           seed_draws)
 
 SCORE_PATH = re.compile(r"eval/(?P<run>[^/]+)/seed(?P<seed>\d+)/(?P<eval_set>[^/]+)/es(?P<eval_seed>\d+)/scores\.json$")
 REFERENCE_LABELS = {TEACHER_RUN: "Teacher", SFT_RUN: "SFT (student)"}
 DEFAULT_LOSS = "fkl"                 # a method without a `loss` hyperparameter (TAID) and SFT compare to KD-FKL
-BOOTSTRAP_SEED = 20250101            # fixed part of every bootstrap RNG seed: the tables are deterministic
 MARK_BETTER, MARK_WORSE, MARK_NOISE = "↑", "↓", "†"
 AVG = "avg"                          # the column key of Avg. in the comparison results
 
@@ -85,11 +85,6 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(ch, ch) for ch in text)
 
 
-def mean_sd(values) -> tuple[float, float, int]:
-    series = pd.Series(list(values), dtype="float64")
-    return float(series.mean()), float(series.std(ddof=1)) if len(series) > 1 else 0.0, len(series)
-
-
 def fmt_mean_sd(mean: float, sd: float, n: int) -> str:
     return f"{mean:.2f} ± {sd:.2f}" if n > 1 else f"{mean:.2f}"
 
@@ -97,10 +92,15 @@ def fmt_mean_sd(mean: float, sd: float, n: int) -> str:
 # --------------------------------------------------------------------------- loading
 @dataclass(frozen=True)
 class ExampleScores:
-    """Per-example Rouge-L of one (run, training seed, eval set, eval seed), indexed by example id."""
+    """Per-example scores of one (run, training seed, eval set, eval seed), indexed by example id:
+    rouge_l, exact_match, and the ground-truth family and level where the eval set has them."""
 
     path: Path
-    scores: pd.Series
+    frame: pd.DataFrame
+
+    @property
+    def scores(self) -> pd.Series:
+        return self.frame["rouge_l"]
 
 
 def read_example_scores(predictions: Path, scores_path: Path, doc: dict) -> ExampleScores:
@@ -108,29 +108,30 @@ def read_example_scores(predictions: Path, scores_path: Path, doc: dict) -> Exam
     if not predictions.is_file():
         raise ResultError(f"{predictions}: predictions file missing for {scores_path}")
     text = predictions.read_text(encoding="utf-8")
-    ids, values = [], []
+    rows = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            ids.append(str(row["id"]))
-            values.append(float(row["rouge_l"]))
+            rows.append({"id": str(row["id"]), "rouge_l": float(row["rouge_l"]),
+                         "exact_match": float(row.get("exact_match", float("nan"))),
+                         "family": row.get("family"), "level": row.get("true_difficulty")})
         except (ValueError, KeyError, TypeError) as exc:
             raise ResultError(f"{predictions}:{lineno}: not a prediction row with an 'id' and a numeric "
                               f"'rouge_l' ({type(exc).__name__}: {exc})") from None
-    if len(ids) != doc["n"]:
-        raise ResultError(f"{predictions}: {len(ids)} predictions but {scores_path} reports n = {doc['n']}")
+    if len(rows) != doc["n"]:
+        raise ResultError(f"{predictions}: {len(rows)} predictions but {scores_path} reports n = {doc['n']}")
     if doc.get("predictions_sha256"):
         verify(predictions, {predictions.name: doc["predictions_sha256"]}, scores_path)
-    series = pd.Series(values, index=pd.Index(ids, name="id"), dtype="float64", name="rouge_l")
-    if series.index.has_duplicates:
-        dup = series.index[series.index.duplicated()].unique()[:3].tolist()
+    frame = pd.DataFrame(rows, columns=["id", "rouge_l", "exact_match", "family", "level"]).set_index("id")
+    if frame.index.has_duplicates:
+        dup = frame.index[frame.index.duplicated()].unique()[:3].tolist()
         raise ResultError(f"{predictions}: duplicate example ids {dup}")
-    if ids and not math.isclose(series.mean(), doc["rouge_l"], rel_tol=1e-6, abs_tol=1e-6):
-        raise ResultError(f"{predictions}: mean Rouge-L {series.mean():.6f} disagrees with {scores_path} "
+    if rows and not math.isclose(frame.rouge_l.mean(), doc["rouge_l"], rel_tol=1e-6, abs_tol=1e-6):
+        raise ResultError(f"{predictions}: mean Rouge-L {frame.rouge_l.mean():.6f} disagrees with {scores_path} "
                           f"({doc['rouge_l']:.6f})")
-    return ExampleScores(predictions, series)
+    return ExampleScores(predictions, frame)
 
 
 def load_results(results: Path) -> tuple[pd.DataFrame, dict[tuple, ExampleScores]]:
@@ -224,44 +225,12 @@ def baseline_pairs(runs: list[str], methods: dict[str, str], losses: dict[str, s
     return pairs
 
 
-def bootstrap_rng(*parts: str) -> np.random.Generator:
-    """A generator seeded from the compared runs and the eval set only: deterministic, order-independent."""
-    return np.random.default_rng([BOOTSTRAP_SEED, zlib.crc32("|".join(parts).encode("utf-8"))])
-
-
-def bootstrap_means(diffs: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
-    """Means of ``samples`` resamples (with replacement, same size) of the per-example differences."""
-    n = len(diffs)
-    out = np.empty(samples, dtype=np.float64)
-    chunk = max(1, 4_000_000 // max(1, n))          # bounds memory for large eval sets
-    for start in range(0, samples, chunk):
-        size = min(chunk, samples - start)
-        out[start:start + size] = diffs[rng.integers(0, n, size=(size, n))].mean(axis=1)
-    return out
-
-
-def bootstrap_p_value(boot: np.ndarray, delta: float) -> float:
-    """Two-sided p for H0: mean difference 0, from the bootstrap distribution shifted to the null
-    (|δ* − δ| ≥ |δ|), with the +1 correction so that p is never 0."""
-    extreme = np.count_nonzero(np.abs(boot - delta) >= abs(delta) - 1e-12)
-    return float((1 + extreme) / (len(boot) + 1))
-
-
-def holm_adjust(p_values: list[float]) -> list[float]:
-    """Holm–Bonferroni step-down adjusted p-values (NaN stays NaN)."""
-    valid = [(p, i) for i, p in enumerate(p_values) if p is not None and not math.isnan(p)]
-    adjusted = [float("nan")] * len(p_values)
-    running, m = 0.0, len(valid)
-    for rank, (p, i) in enumerate(sorted(valid)):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
-
-
 def example_differences(examples: dict[tuple, ExampleScores], run: str, base: str,
-                        eval_set: str) -> tuple[np.ndarray, int]:
-    """Per-example score difference run − base, averaged over the (training seed, eval seed) draws both
-    have, aligned by example id. Raises ResultError naming both files when the prompts differ."""
+                        eval_set: str) -> tuple[np.ndarray, int, list[int]]:
+    """Per-example score differences run − base, one row per training seed the two runs share (each the
+    mean over the eval seeds both have for it), columns aligned by example id; with the number of
+    (training seed, eval seed) draws and the seeds. Raises ResultError naming both files when the prompts
+    differ."""
     draws = {(s, q) for (r, s, e, q) in examples if r == run and e == eval_set}
     base_draws = {(s, q) for (r, s, e, q) in examples if r == base and e == eval_set}
     common = sorted(draws & base_draws)
@@ -270,7 +239,7 @@ def example_differences(examples: dict[tuple, ExampleScores], run: str, base: st
                           f"'{base}' {sorted(base_draws)} on {eval_set}: cannot pair them")
     reference = examples[(base, common[0][0], eval_set, common[0][1])]
     order = reference.scores.index
-    diffs = []
+    by_seed: dict[int, list[np.ndarray]] = {}
     for seed, eval_seed in common:
         ours, theirs = examples[(run, seed, eval_set, eval_seed)], examples[(base, seed, eval_set, eval_seed)]
         for other in (theirs, ours):
@@ -280,16 +249,21 @@ def example_differences(examples: dict[tuple, ExampleScores], run: str, base: st
                 raise ResultError(f"{other.path} and {reference.path}: prediction ids differ ({len(other.scores)} "
                                   f"vs {len(order)} rows; only in the first e.g. {only_a}, only in the second "
                                   f"e.g. {only_b}); a paired test needs the same prompts")
-        diffs.append(ours.scores.reindex(order).to_numpy() - theirs.scores.reindex(order).to_numpy())
-    return np.mean(diffs, axis=0), len(common)
+        by_seed.setdefault(seed, []).append(ours.scores.reindex(order).to_numpy()
+                                            - theirs.scores.reindex(order).to_numpy())
+    seeds = sorted(by_seed)
+    return np.stack([np.mean(by_seed[s], axis=0) for s in seeds]), len(common), seeds
 
 
-def draw_sd(scores: pd.DataFrame, run: str, column: str) -> tuple[float, int]:
-    """The sd of a run's score across its (training seed, eval seed) draws: the ± of its table cell."""
+def seed_sd(scores: pd.DataFrame, run: str, column: str) -> tuple[float, int]:
+    """The sd of a run's score across its training seeds (each the mean over its eval seeds) in a
+    column: the training-seed noise that the † flag compares a difference with."""
     sub = scores[scores.run == run]
-    values = sub.groupby(["seed", "eval_seed"]).rouge_l.mean() if column == AVG else \
-        sub[sub.eval_set == column].rouge_l
-    _, sd, n = mean_sd(values)
+    if column != AVG:
+        sub = sub[sub.eval_set == column]
+    per_draw = sub.groupby(["seed", "eval_seed"]).rouge_l.mean()
+    per_seed = per_draw.groupby(level="seed").mean()
+    _, sd, n = mean_sd(per_seed)
     return sd, n
 
 
@@ -297,32 +271,43 @@ def paired_comparisons(scores: pd.DataFrame, examples: dict[tuple, ExampleScores
                        eval_sets: list[str], samples: int, alpha: float) -> pd.DataFrame:
     """One row per (run, column) with a baseline: Δ, bootstrap CI, p (raw and Holm), seed-noise flag.
 
-    Per eval set the statistic is the mean per-example difference; Avg. is the mean of the eval sets'
-    differences, bootstrapped by resampling within every eval set (stratified) with the same resamples."""
+    Per eval set the statistic is the mean per-example difference; the test is the hierarchical bootstrap of
+    kdbench.stats (training seeds, then examples). Avg. is the mean of the eval sets' differences,
+    bootstrapped with the same seed resamples for every eval set and the examples resampled within each.
+    A difference is marked significant only when the runs share at least two training seeds: with one,
+    the test cannot see what retraining does."""
     rows = []
     for run, base in pairs.items():
         if base is None or run not in set(scores.run):
             continue
-        boots, deltas, sizes, n_draws = {}, {}, {}, {}
+        boots, deltas, sizes, n_draws, n_seeds = {}, {}, {}, {}, {}
+        shared = None
         for es in eval_sets:
-            diffs, n_draws[es] = example_differences(examples, run, base, es)
-            deltas[es], sizes[es] = float(diffs.mean()), len(diffs)
-            boots[es] = bootstrap_means(diffs, samples, bootstrap_rng(run, base, es))
+            diffs, n_draws[es], seeds = example_differences(examples, run, base, es)
+            if shared is None:
+                shared = seed_draws(len(seeds), samples, bootstrap_rng(run, base, "training seeds"))
+            elif shared.shape[1] != len(seeds):
+                raise ResultError(f"'{run}' and '{base}' share different training seeds on different eval sets")
+            deltas[es], sizes[es], n_seeds[es] = float(diffs.mean()), diffs.shape[1], len(seeds)
+            boots[es] = hierarchical_bootstrap(diffs, samples, bootstrap_rng(run, base, es), shared)
         boots[AVG] = np.mean([boots[es] for es in eval_sets], axis=0)
-        deltas[AVG], sizes[AVG], n_draws[AVG] = float(np.mean([deltas[es] for es in eval_sets])), \
-            sum(sizes.values()), min(n_draws.values())
+        deltas[AVG], sizes[AVG] = float(np.mean([deltas[es] for es in eval_sets])), sum(sizes.values())
+        n_draws[AVG], n_seeds[AVG] = min(n_draws.values()), min(n_seeds.values())
         for column in [*eval_sets, AVG]:
             delta, boot = deltas[column], boots[column]
             low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
             p = bootstrap_p_value(boot, delta)
-            sd, n_base = draw_sd(scores, base, column)
+            sd, n_base = seed_sd(scores, base, column)
             rows.append({"run": run, "baseline": base, "column": column, "delta": delta,
                          "ci_low": float(low), "ci_high": float(high), "p": p,
-                         "significant": bool(p < alpha), "baseline_sd": sd if n_base > 1 else float("nan"),
+                         "significant": bool(p < alpha and n_seeds[column] > 1),
+                         "baseline_sd": sd if n_base > 1 else float("nan"),
                          "within_noise": bool(abs(delta) < sd) if n_base > 1 else None,
-                         "n_examples": sizes[column], "n_draws": n_draws[column]})
+                         "n_examples": sizes[column], "n_draws": n_draws[column],
+                         "training_seeds": n_seeds[column]})
     frame = pd.DataFrame(rows, columns=["run", "baseline", "column", "delta", "ci_low", "ci_high", "p",
-                                        "significant", "baseline_sd", "within_noise", "n_examples", "n_draws"])
+                                        "significant", "baseline_sd", "within_noise", "n_examples", "n_draws",
+                                        "training_seeds"])
     frame["p_holm"] = holm_adjust(frame.p.tolist())
     return frame
 
@@ -369,7 +354,7 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
         m, sd, n = mean_sd(per_draw)
         cells["Avg."] = fmt_mean_sd(m, sd, n) + marks(found.get((run, AVG)))
         cells["n"] = str(n)
-        data.update({"avg_mean": m, "avg_sd": sd, "n": n})
+        data.update({"avg_mean": m, "avg_sd": sd, "n": n, "training_seeds": int(sub.seed.nunique())})
         base = pairs.get(run)
         avg_cmp = found.get((run, AVG))
         cells["Δ Avg."] = f"{avg_cmp['delta']:+.2f}" if avg_cmp else "–"
@@ -377,7 +362,8 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
         data["baseline"] = base if avg_cmp else None
         for column in [*eval_sets, AVG]:
             cmp = found.get((run, column)) or {}
-            for key in ("delta", "ci_low", "ci_high", "p", "p_holm", "significant", "baseline_sd", "within_noise"):
+            for key in ("delta", "ci_low", "ci_high", "p", "p_holm", "significant", "baseline_sd", "within_noise",
+                        "training_seeds"):
                 data[f"{column}_{key}"] = cmp.get(key)
         data["paired_draws"] = avg_cmp["n_draws"] if avg_cmp else None
         display_rows.append(cells)
@@ -388,14 +374,16 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
         level = f"{alpha:g}"
         footnotes.append(
             f"{MARK_BETTER}/{MARK_WORSE}: better/worse than the run in column 'vs.' (vanilla KD with the same "
-            f"loss; SFT and methods without a loss setting vs. KD with {DEFAULT_LOSS.upper()}) at p < {level}, two-sided paired bootstrap over examples "
-            f"({samples} resamples) of the per-example differences averaged over the matching (training seed, "
-            f"eval seed) draws; not corrected for multiple comparisons (Holm-adjusted p-values in the CSV). "
-            f"{MARK_NOISE}: within seed noise, |Δ| smaller than the baseline's sd across seed draws. "
-            "Δ Avg.: difference in Avg. Method: docs/statistics.md.")
-        if any(r["within_noise"] is None for r in found.values()):
-            footnotes.append("Seed noise cannot be assessed with a single (training seed, eval seed) draw: "
-                             f"no {MARK_NOISE} marks there.")
+            f"loss; SFT and methods without a loss setting vs. KD with {DEFAULT_LOSS.upper()}) at p < {level}, "
+            f"two-sided paired hierarchical bootstrap ({samples} resamples: training seeds with replacement, "
+            "then examples within each drawn seed) of the per-example differences averaged over eval seeds; "
+            "not corrected for multiple comparisons (Holm-adjusted p-values in the CSV). "
+            f"{MARK_NOISE}: within training-seed noise, |Δ| smaller than the sd of the baseline's per-seed "
+            "means. Δ Avg.: difference in Avg. Method: docs/statistics.md.")
+        if any(r["training_seeds"] < 2 for r in found.values()):
+            footnotes.append(f"One training seed: no {MARK_BETTER}/{MARK_WORSE} or {MARK_NOISE} marks, since no "
+                             "test can tell a difference from what retraining with another seed does (Δ and p "
+                             "over examples and eval seeds are in the CSV).")
     if unpaired:
         footnotes.append(f"No paired test (no '{baseline}' run with the same loss in this config): "
                          + ", ".join(run_label(r, labels) for r in unpaired) + ".")
@@ -531,18 +519,156 @@ def runtime_table(results: Path, scores: pd.DataFrame, labels: dict[str, str], m
     return Table("runtime", "Wall-clock runtime per phase", display, data, notes)
 
 
-def difficulty_table(results: Path) -> Table:
-    path = results / "profile" / "summary.json"
-    rows = read_result(path, "profile")["signal_quality"] if path.is_file() else []
-    data = pd.DataFrame(rows, columns=["signal", "spearman", "n"])
-    display = pd.DataFrame({"Difficulty signal": data.signal,
-                            "Spearman ρ with true level": data.spearman.map(lambda v: f"{v:+.3f}"),
-                            "n": data.n.map(str)})
-    notes = ["Spearman correlation between each signal's easy→hard ranking and the ground-truth difficulty level "
-             "(synthetic suite only)."]
-    if data.empty:
-        notes = ["No ground-truth difficulty in this data source (or no method used the profile)."]
+def run_hparams(results: Path, runs: list[str], seeds: list[int]) -> dict[str, dict]:
+    """Each trained run's resolved identity (method, variant, version, hparams) from its train.json."""
+    out = {}
+    for run in runs:
+        found = next((p for p in (results / "runs" / run / f"seed{s}" / "train.json" for s in seeds) if p.is_file()),
+                     None)
+        out[run] = (read_result(found, "train")["spec"].get("run") or {}) if found else {}
+    return out
+
+
+def _fmt_rho(value: float, degenerate: bool) -> str:
+    if degenerate:
+        return "degenerate"
+    return "–" if value is None or pd.isna(value) else f"{value:+.3f}"
+
+
+def difficulty_table(results: Path, labels: dict[str, str], identities: dict[str, dict],
+                     methods_root: str | Path = "methods") -> Table:
+    """How well each difficulty signal, and the ranking each curriculum run trains by, orders the examples
+    by their ground-truth level: Spearman ρ over all examples and within each task family (the mean over
+    families), and the share of examples at the signal's most common value (degenerate above 0.2)."""
+    from kdbench.difficulty import DEGENERATE_SHARE, EXTRA_SIGNALS, POCL_SIGNALS, SIGNALS, ranking_quality
+
+    columns = ["signal", "kind", "used_by", "spearman", "spearman_within_family", "constant_share", "n", "degenerate"]
+    csv = results / "profile" / "difficulty.csv"
+    notes = [f"Spearman ρ between each signal's hardness and the ground-truth level (synthetic suite): over all "
+             f"examples, and within each task family (mean over families). A signal whose most common value "
+             f"covers more than {DEGENERATE_SHARE:.0%} of the examples (constant share) cannot rank them: it is "
+             "marked degenerate instead of given a ρ. Kinds: POCL signal (what POCL, CPD and L2M-KD rank by), "
+             "extra (labelled alternatives), method ranking (the order a run's curriculum actually uses)."]
+    if not csv.is_file():
+        return Table("difficulty", "How well each difficulty signal ranks the data",
+                     pd.DataFrame(columns=["Difficulty signal"]), pd.DataFrame(columns=columns),
+                     ["No difficulty profile in this run: no method in the config needs one."])
+    profile = pd.read_csv(csv, dtype={"id": str}).set_index("id")
+    if "true_difficulty" not in profile.columns:
+        return Table("difficulty", "How well each difficulty signal ranks the data",
+                     pd.DataFrame(columns=["Difficulty signal"]), pd.DataFrame(columns=columns),
+                     ["This data source has no ground-truth difficulty level to compare the signals with."])
+    truth = profile["true_difficulty"].to_numpy()
+    family = profile["family"].to_numpy() if "family" in profile.columns else None
+    rows = []
+    for signal, easier in SIGNALS.items():
+        if signal in profile.columns:
+            values = profile[signal].to_numpy(dtype=np.float64)
+            kind = "POCL signal" if signal in POCL_SIGNALS else "extra" if signal in EXTRA_SIGNALS else "signal"
+            rows.append({"signal": signal, "kind": kind, "used_by": "",
+                         **ranking_quality(-values if easier else values, truth, family)})
+    if identities:
+        from kdbench.methods import RunSpec, discover_methods, instantiate
+
+        available = discover_methods(methods_root)
+        rankings: dict[bytes, dict] = {}
+        for run, identity in identities.items():
+            if identity.get("method") not in available:
+                continue
+            spec = RunSpec(run, identity["method"], identity["variant"], run, identity["version"],
+                           identity["hparams"], True, True, 0)
+            hardness = instantiate(spec, available).hardness(profile)
+            if hardness is None:
+                continue
+            key = np.asarray(hardness, dtype=np.float64).tobytes()
+            entry = rankings.setdefault(key, {"hardness": np.asarray(hardness, dtype=np.float64), "runs": []})
+            entry["runs"].append(run_label(run, labels))
+        for entry in rankings.values():
+            rows.append({"signal": f"ranking of {entry['runs'][0]}", "kind": "method ranking",
+                         "used_by": ", ".join(entry["runs"]), **ranking_quality(entry["hardness"], truth, family)})
+    data = pd.DataFrame(rows, columns=columns)
+    data.loc[data.degenerate, ["spearman", "spearman_within_family"]] = np.nan
+    display = pd.DataFrame({
+        "Difficulty signal": data.signal, "Kind": data.kind, "Used by": data.used_by.replace("", "–"),
+        "Spearman ρ": [_fmt_rho(r.spearman, r.degenerate) for r in data.itertuples()],
+        "ρ within family": [_fmt_rho(r.spearman_within_family, r.degenerate) for r in data.itertuples()],
+        "Constant share": data.constant_share.map(lambda v: f"{v:.1%}"),
+        "n": data.n.map(str)})
     return Table("difficulty", "How well each difficulty signal ranks the data", display, data, notes)
+
+
+def per_level_table(examples: dict[tuple, ExampleScores], labels: dict[str, str], eval_sets: list[str],
+                    set_info: dict) -> Table:
+    """Exact match and Rouge-L per (model, eval set, task family, ground-truth level), pooled over the
+    model's (training seed, eval seed) draws; family 'all' pools the families."""
+    columns = ["run", "model", "eval_set", "family", "level", "exact_match", "rouge_l", "n", "draws"]
+    frames = []
+    for (run, seed, eval_set, eval_seed), ex in examples.items():
+        if eval_set in eval_sets and ex.frame.level.notna().all() and len(ex.frame):
+            frames.append(ex.frame.assign(run=run, eval_set=eval_set, draw=f"{seed}/{eval_seed}"))
+    if not frames:
+        return Table("per_level", "Exact match per task family and difficulty level",
+                     pd.DataFrame(columns=["Model"]), pd.DataFrame(columns=columns),
+                     ["No evaluation set of this run has ground-truth difficulty levels."])
+    long = pd.concat(frames).reset_index()
+    long["level"] = long.level.astype(int)
+    long["family"] = long.family.fillna("all")
+    pooled = long.assign(family="all")
+    both = pd.concat([long, pooled]) if (long.family != "all").any() else long
+    grouped = both.groupby(["run", "eval_set", "family", "level"])
+    data = grouped.agg(exact_match=("exact_match", "mean"), rouge_l=("rouge_l", "mean"),
+                       draws=("draw", "nunique"), n_rows=("id", "size")).reset_index()
+    data["n"] = (data.n_rows // data.draws).astype(int)
+    order = {run: i for i, run in enumerate(row_order(list(data.run.unique()), labels))}
+    families = sorted(set(data.family) - {"all"}) + ["all"]
+    data["_r"], data["_e"] = data.run.map(order), data.eval_set.map({e: i for i, e in enumerate(eval_sets)})
+    data["_f"] = data.family.map({f: i for i, f in enumerate(families)})
+    data = data.sort_values(["_r", "_e", "_f", "level"])
+    data["model"] = data.run.map(lambda r: run_label(r, labels))
+    data = data[columns].reset_index(drop=True)
+    wide = data.pivot_table(index=["run", "eval_set", "family"], columns="level", values="exact_match",
+                            sort=False)
+    display_rows = []
+    for (run, eval_set, fam), row in wide.iterrows():
+        cells = {"Model": run_label(run, labels), "Eval set": set_info[eval_set]["display_name"], "Family": fam}
+        cells.update({f"L{int(level)}": "–" if pd.isna(v) else f"{v:.0f}" for level, v in row.items()})
+        display_rows.append(cells)
+    notes = ["Exact match (×100) per task family and ground-truth difficulty level, pooled over every (training "
+             "seed, eval seed) draw of the model; 'all' pools the families. Rouge-L and the counts are in "
+             "per_level.csv (n = examples per draw)."]
+    return Table("per_level", "Exact match per task family and difficulty level", pd.DataFrame(display_rows),
+                 data, notes)
+
+
+def curriculum_table(results: Path, labels: dict[str, str], seeds: list[int]) -> Table:
+    """What each curriculum run trained on, epoch by epoch: subset size, mean ground-truth level and the
+    share of each task family (from the run's training trace; identical for every training seed)."""
+    columns = ["run", "stage", "epoch", "n_examples", "mean_true_level"]
+    rows = []
+    for run in labels:
+        doc = read_result(results / "runs" / run / f"seed{seeds[0]}" / "train.json", "train")
+        trace = (doc.get("metrics") or {}).get("trace") or []
+        if not any("families" in t or "mean_true_level" in t for t in trace):
+            continue
+        for t in trace:
+            total = sum((t.get("families") or {}).values()) or 1
+            rows.append({"run": run, "stage": t["stage"], "epoch": t["epoch"], "n_examples": t["n_examples"],
+                         "mean_true_level": t.get("mean_true_level"),
+                         **{f"share_{f}": n / total for f, n in (t.get("families") or {}).items()}})
+    data = pd.DataFrame(rows, columns=columns if not rows else None)
+    if data.empty:
+        return Table("curriculum", "What each curriculum trained on, epoch by epoch",
+                     pd.DataFrame(columns=["Run"]), pd.DataFrame(columns=columns),
+                     ["No run in this config schedules its data by difficulty (or the data has no ground truth)."])
+    data = data.fillna({c: 0.0 for c in data.columns if c.startswith("share_")})
+    shares = [c for c in data.columns if c.startswith("share_")]
+    display = pd.DataFrame({"Run": data.run.map(lambda r: run_label(r, labels)), "Stage": data.stage + 1,
+                            "Epoch": data.epoch + 1, "Examples": data.n_examples,
+                            "Mean level": data.mean_true_level.map(lambda v: "–" if pd.isna(v) else f"{v:.2f}"),
+                            **{c.removeprefix("share_"): data[c].map(lambda v: f"{v:.0%}") for c in shares}})
+    notes = ["Per epoch of each curriculum run: the number of training examples it saw, their mean ground-truth "
+             "level, and the share of each task family (a uniform mix is 1/families each)."]
+    return Table("curriculum", "What each curriculum trained on, epoch by epoch", display, data, notes)
 
 
 def write_table(table: Table, out_dir: Path) -> list[Path]:
@@ -564,7 +690,7 @@ def expected_from_config(config: dict) -> dict[str, Any]:
             "losses": {r: s.hparams.get("loss", DEFAULT_LOSS) for r, s in runs.items()},
             "eval_sets": config["evaluation"]["sets"], "seeds": config["training"]["seeds"],
             "eval_seeds": config["evaluation"]["seeds"], "teacher_seed": config["teacher"]["seed"],
-            "name": config.get("name")}
+            "name": config.get("name"), "methods_root": config["methods"]["root"]}
 
 
 def build_tables(results: Path, out_dir: Path, config: dict | None = None,
@@ -599,14 +725,18 @@ def build_tables(results: Path, out_dir: Path, config: dict | None = None,
     unpaired = [r for r in [SFT_RUN, *labels] if pairs.get(r) is None and methods.get(r) != baseline]
     comparisons = paired_comparisons(scores, examples, pairs, eval_sets, samples, alpha)
     set_info = eval_set_info(results, eval_sets)
+    identities = run_hparams(results, list(labels), seeds)
+    methods_root = (expected or {}).get("methods_root", "methods")
     written = []
+    difficulty = difficulty_table(results, labels, identities, methods_root)
     for table in (scores_table(scores, labels, eval_sets, set_info, comparisons, pairs, alpha, samples, baseline,
                                unpaired),
                   runtime_table(results, scores, labels, methods, seeds, baseline, pairs),
-                  difficulty_table(results)):
+                  difficulty, per_level_table(examples, labels, eval_sets, set_info),
+                  curriculum_table(results, labels, seeds)):
         written += write_table(table, out_dir)
     if plots:
         from kdbench.plots import build_plots
 
-        written += build_plots(results, out_dir, scores, labels, methods, seeds, losses)
+        written += build_plots(results, out_dir, scores, labels, methods, seeds, losses, difficulty.data)
     return written

@@ -205,7 +205,8 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                 resume = None
             if first_batch == 0:
                 trace.append({"stage": stage_index, "stage_name": stage.name, "epoch": global_epoch,
-                              "step": step, "n_examples": len(plan.indices), **plan.params, **method.trace()})
+                              "step": step, "n_examples": len(plan.indices), **plan.params, **method.trace(),
+                              **ctx.composition(plan.indices)})
             for batch_index in range(first_batch, len(batches)):
                 batch_positions = batches[batch_index]
                 info = StepInfo(step=step, total_steps=total_steps, stage=stage_index,

@@ -20,6 +20,11 @@ Every source
   ``id_levels``     optional list of in-distribution difficulty levels (default 1..5).
   ``ood_levels``    optional list of OOD levels, used by the ``ood`` split (default 6, 7).
   ``families``      optional list of task families (default: all).
+  ``noise``         optional ``{rate, kind: swap|perturb, splits: [train]}``: a share ``rate`` of the
+                    references in ``splits`` replaced by a plausible wrong answer (default: none).
+  ``template``      ``minillm`` (default, the lineage's prompt template) or ``compact`` (its
+                    ``### Instruction/Input/Response`` skeleton without the preamble sentence).
+  Splits named ``*_pool`` are clean pretraining pools (``teacher.data``, ``student.warmup_data``).
 
 ``source: jsonl``  (canonical JSONL, see kdbench.data)
   ``files``         required ``{split: path}``, must name ``train`` and ``dev``; a relative path
@@ -75,7 +80,7 @@ LONG_PROMPT_POLICIES = ("truncate", "drop")
 REQUIRED_SPLITS = ("train", "dev")
 COMMON_KEYS = ("source", "limit", "long_prompts")
 SOURCE_KEYS: dict[str, tuple[str, ...]] = {
-    "synthetic": ("sizes", "id_levels", "ood_levels", "families"),
+    "synthetic": ("sizes", "id_levels", "ood_levels", "families", "noise", "template"),
     "jsonl": ("files",),
     "dolly": ("path", "hf_id", "hf_file", "revision", "dev_num", "exclude"),
     "hf": ("hf_id", "subset", "revision", "splits", "fields"),
@@ -252,7 +257,7 @@ def _load_synthetic(cfg: dict, data_dir: Path | None, seed: int, where: str):
     except ImportError as exc:
         raise ConfigError(f"{where}: source 'synthetic' needs kdbench.data.synthetic ({exc})") from None
     kwargs: dict[str, Any] = {}
-    for key in ("id_levels", "ood_levels", "families"):
+    for key in ("id_levels", "ood_levels", "families", "noise", "template"):
         if cfg.get(key) is not None:
             kwargs[key] = cfg[key]
     try:

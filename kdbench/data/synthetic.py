@@ -1,34 +1,46 @@
 """Deterministic synthetic instruction-following suite with a ground-truth difficulty level.
 
-Every example is a natural-language instruction (one of several paraphrases per task family,
-chosen by the seeded RNG) over a short input built from a small closed vocabulary of common
-lowercase English words (animals, colors, fruits, objects) and numbers written as digits.
-The answer is a deterministic function of instruction and input, and lists of words are
-separated by single spaces so a partly correct answer earns partial Rouge-L credit.
+Every example is a natural-language instruction (one of several paraphrases per task family) over a
+short input built from a closed vocabulary of common lowercase English words (animals, colors, fruits,
+objects) and numbers written as digits, in the MiniLLM prompt template. The answer is a deterministic
+function of instruction and input: a short list of words or numbers separated by single spaces.
 
-Difficulty levels 1-5 are in-distribution; the out-of-distribution split uses levels 6 and 7,
-built by the same rules (only longer).  Per family, the level sets the input length / number
-of operations (``L`` = level):
+**The level makes a task harder, not its answer longer.** Within a family every answer has the same
+number of items at every level; the level L adds distractors or operations:
 
-==========  ==========================================  =============  ===============
-family      task                                        input words    output words
-==========  ==========================================  =============  ===============
-copy        repeat the words                            3L             3L
-reverse     words in reverse order                      2L+1           2L+1
-sort        distinct words in alphabetical order        2L+1           2L+1
-sum         add numbers 1..20                           L+1            1
-count       occurrences of a quoted word (1..L+1)       3L+1           1
-lookup      value of a quoted key in a key: value table 2L pairs       1
-filter      words of one category, in input order       3L+1           L+1
-max         largest of distinct numbers 1..99           2L+1           1
-==========  ==========================================  =============  ===============
+==========  ================================================  =================  ========
+family      task                                              level L adds       answer
+==========  ================================================  =================  ========
+select      the 3 words of a category, in input order         2L distractors     3 words
+sort        the 3 alphabetically first of 2L+2 words          candidates         3 words
+lookup      the values of 2 quoted keys in a table            2L+1 pairs         2 numbers
+max         the 2 largest of 2L+1 numbers, largest first      candidates         2 numbers
+count       how often 2 quoted words occur (1..L+1 times)     occurrences, words 2 numbers
+arith       3 numbers after L chained additions/subtractions  operations         3 numbers
+index       the words at 3 given positions of 2L+3 words      positions          3 words
+repeat      the 2 words that occur twice among 2L+4 words     candidates         2 words
+==========  ================================================  =================  ========
 
-Determinism: each split has its own RNG streams derived (SHA-256) from ``(seed, split)``, so the
-same seed gives byte-identical records and adding a split never changes another one.  Slots are
-assigned to (family, level) cells round-robin (families and levels each balanced to within one
-example), generated, then shuffled with the split's seed.  Prompts are unique within a split, and
-no dev/test/ood example shares its content (family, input and query, hence also its prompt) with
-a train example: a colliding example is regenerated.
+Levels 1-5 are in distribution; the out-of-distribution split uses levels 6 and 7 (same rules).
+
+**Why distillation can matter here** (``docs/testbed.md`` has the measurements). In LLM distillation the
+teacher knows more than the labels of the distillation set carry. Two mechanisms model that, each a
+knob of the data source:
+
+- *Pools*: splits named ``*_pool`` (``teacher_pool``, ``student_pool``) are clean examples of the same
+  tasks, disjoint from every other split, on which the teacher (much data) and the student's warm-up
+  (little data) are trained before distillation: their "pretraining".
+- *Reference noise* (``noise``): in the splits it names (the distillation set ``train`` by default), a
+  share ``rate`` of the references is replaced by a plausible wrong answer (``kind: swap``: the answer
+  of another example of the same family and level; ``perturb``: some items replaced by other items of
+  the same type). A noisy record keeps its correct answer in ``clean_output`` and ``noisy: true``.
+
+Determinism: each (split, slot) has its own RNG stream derived (SHA-256) from ``(seed, split, slot)``, so
+the same seed gives byte-identical records and adding a split never changes another one. Slots are
+assigned to (family, level) cells round-robin (families and levels balanced to within one example), then
+shuffled with the split's seed. Prompts are unique within a split, and no evaluation split shares an
+example (family, input and query, hence its prompt) with any training-side split (``train``, ``*_pool``);
+pools share none with ``train``.
 """
 
 from __future__ import annotations
@@ -37,18 +49,20 @@ import hashlib
 import math
 import random
 import re
+from dataclasses import dataclass
 from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from kdbench.data import build_prompt
 from kdbench.errors import ConfigError
 
 __all__ = [
-    "FAMILIES", "ID_LEVELS", "OOD_LEVELS", "CATEGORIES", "VOCAB", "PARAPHRASES",
-    "generate_examples", "generate_suite",
+    "FAMILIES", "ID_LEVELS", "OOD_LEVELS", "CATEGORIES", "VOCAB", "PARAPHRASES", "NOISE_KINDS",
+    "NoiseConfig", "generate_examples", "generate_suite", "is_training_split",
 ]
 
 ID_LEVELS: tuple[int, ...] = (1, 2, 3, 4, 5)
 OOD_LEVELS: tuple[int, ...] = (6, 7)
+NOISE_KINDS = ("swap", "perturb")
 
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "animals": ("cat", "dog", "cow", "pig", "fox", "owl", "hen", "bee", "ant", "bat", "duck", "frog"),
@@ -61,127 +75,146 @@ CATEGORIES: dict[str, tuple[str, ...]] = {
 }
 VOCAB: tuple[str, ...] = tuple(w for words in CATEGORIES.values() for w in words)
 _CATEGORY_OF = {w: c for c, words in CATEGORIES.items() for w in words}
-
-SUM_MAX = 20      # sum: addends are 1..SUM_MAX
-MAX_MAX = 99      # max: distinct numbers 1..MAX_MAX
-LOOKUP_MAX = 99   # lookup: values 1..LOOKUP_MAX
+NUMBER_RANGE = (10, 99)      # two-digit numbers: one token each for Rouge-L
+MAX_LEVEL = 12               # level L adds about 2L distractors; keeps every input well inside 128 tokens
 
 PARAPHRASES: dict[str, tuple[str, ...]] = {
-    "copy": (
-        "Repeat the following words exactly.",
-        "Copy the list of words below.",
-        "Write the same words again, in the same order.",
-        "Echo the words in the input.",
-    ),
-    "reverse": (
-        "Reverse the order of the following words.",
-        "Write the words below in reverse order.",
-        "List these words backwards, from last to first.",
-    ),
-    "sort": (
-        "Sort the following words in alphabetical order.",
-        "Arrange the words below alphabetically.",
-        "Put these words in alphabetical order.",
-    ),
-    "sum": (
-        "Add the following numbers.",
-        "What is the sum of the numbers below?",
-        "Compute the total of these numbers.",
-    ),
-    "count": (
-        'How many times does the word "{query}" appear in the list?',
-        'Count how often "{query}" occurs in the words below.',
-        'Count the occurrences of "{query}" in the input.',
-    ),
-    "lookup": (
-        'What is the value of "{query}" in the table?',
-        'Look up "{query}" in the table below and give its value.',
-        'Find the number paired with "{query}".',
-    ),
-    "filter": (
+    "select": (
         "List the {query} in the following words, in order.",
         "Which of the words below are {query}? Keep their order.",
         "Write only the {query} from the list, in the order they appear.",
     ),
+    "sort": (
+        "Write the three words that come first in alphabetical order.",
+        "Which three of these words come first alphabetically? List them in order.",
+        "Give the first three words of the list in alphabetical order.",
+    ),
+    "lookup": (
+        "What are the values of {query} in the table?",
+        "Look up {query} in the table below and give their values.",
+        "Find the numbers paired with {query}.",
+    ),
     "max": (
-        "What is the largest number in the list?",
-        "Find the biggest of the following numbers.",
-        "Which number below is the greatest?",
+        "Write the two largest numbers, largest first.",
+        "Which two numbers below are the greatest? Start with the largest.",
+        "Give the biggest and the second biggest of these numbers.",
+    ),
+    "count": (
+        "How many times does each of {query} appear in the list?",
+        "Count how often {query} occur in the words below.",
+        "Give the number of occurrences of {query} in the input.",
+    ),
+    "repeat": (
+        "Which two words appear twice? Write them in the order they first appear.",
+        "Two words occur twice in the list below. Name them in order of first appearance.",
+        "Find the two repeated words, in the order they first occur.",
     ),
 }
 
-# A generator returns (query, input, output); query fills the instruction's {query} slot ("" if none).
-_Gen = Callable[[random.Random, int], tuple[str, str, str]]
+# A generator returns (query, input, answer items); query fills the instruction's {query} slot.
+_Gen = Callable[[random.Random, int], tuple[str, str, list[str]]]
 
 
-def _gen_copy(rng: random.Random, level: int) -> tuple[str, str, str]:
-    words = [rng.choice(VOCAB) for _ in range(3 * level)]
-    return "", " ".join(words), " ".join(words)
+def _number(rng: random.Random) -> int:
+    return rng.randint(*NUMBER_RANGE)
 
 
-def _gen_reverse(rng: random.Random, level: int) -> tuple[str, str, str]:
-    words = [rng.choice(VOCAB) for _ in range(2 * level + 1)]
-    return "", " ".join(words), " ".join(reversed(words))
+def _quoted(words: Sequence[str]) -> str:
+    quoted = [f'"{w}"' for w in words]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
 
 
-def _gen_sort(rng: random.Random, level: int) -> tuple[str, str, str]:
-    words = rng.sample(VOCAB, 2 * level + 1)
-    return "", " ".join(words), " ".join(sorted(words))
+def _distractors(level: int) -> int:
+    """Distractors at a level: none at level 1 (the task on its bare input), two more per level."""
+    return 2 * (level - 1)
 
 
-def _gen_sum(rng: random.Random, level: int) -> tuple[str, str, str]:
-    nums = [rng.randint(1, SUM_MAX) for _ in range(level + 1)]
-    return "", " ".join(map(str, nums)), str(sum(nums))
-
-
-def _gen_count(rng: random.Random, level: int) -> tuple[str, str, str]:
-    length = 3 * level + 1
-    target = rng.choice(VOCAB)
-    hits = rng.randint(1, level + 1)
-    others = [w for w in VOCAB if w != target]
-    words = [target] * hits + [rng.choice(others) for _ in range(length - hits)]
-    rng.shuffle(words)
-    return target, " ".join(words), str(hits)
-
-
-def _gen_lookup(rng: random.Random, level: int) -> tuple[str, str, str]:
-    keys = rng.sample(VOCAB, 2 * level)
-    values = [rng.randint(1, LOOKUP_MAX) for _ in keys]
-    i = rng.randrange(len(keys))
-    table = ", ".join(f"{k}: {v}" for k, v in zip(keys, values))
-    return keys[i], table, str(values[i])
-
-
-def _gen_filter(rng: random.Random, level: int) -> tuple[str, str, str]:
+def _gen_select(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
     category = rng.choice(tuple(CATEGORIES))
-    members = CATEGORIES[category]
     others = [w for w in VOCAB if _CATEGORY_OF[w] != category]
-    tagged = [(True, rng.choice(members)) for _ in range(level + 1)]
-    tagged += [(False, rng.choice(others)) for _ in range(2 * level)]
+    tagged = [(True, w) for w in rng.sample(CATEGORIES[category], 3)]
+    tagged += [(False, rng.choice(others)) for _ in range(_distractors(level))]
     rng.shuffle(tagged)
-    return category, " ".join(w for _, w in tagged), " ".join(w for hit, w in tagged if hit)
+    return category, " ".join(w for _, w in tagged), [w for hit, w in tagged if hit]
 
 
-def _gen_max(rng: random.Random, level: int) -> tuple[str, str, str]:
-    nums = rng.sample(range(1, MAX_MAX + 1), 2 * level + 1)
-    return "", " ".join(map(str, nums)), str(max(nums))
+_ALPHABETICAL = tuple(sorted(VOCAB))
+_SORT_ANSWER_RANKS = 24          # the three answers come from the first half of the alphabetical order
+
+
+def _near_window(level: int, width: int) -> int:
+    """How far beyond the answer the 2L distractors of ``sort`` and ``max`` may lie: wide at level 1,
+    narrow (crowding the answer) at high levels, never narrower than the 2L values needed."""
+    return max(2 * level, width // level)
+
+
+def _gen_sort(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    # The answer is drawn first, from the same distribution at every level; the level adds distractors
+    # and packs them alphabetically closer behind the answer, so it makes the task harder without
+    # making its answer easier to guess.
+    ranks = sorted(rng.sample(range(_SORT_ANSWER_RANKS), 3))
+    window = _ALPHABETICAL[ranks[-1] + 1:ranks[-1] + 1 + _near_window(level, len(VOCAB) - _SORT_ANSWER_RANKS)]
+    words = [_ALPHABETICAL[r] for r in ranks] + rng.sample(window, 2 * level)
+    rng.shuffle(words)
+    return "", " ".join(words), [_ALPHABETICAL[r] for r in ranks]
+
+
+def _gen_max(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    width = 48
+    second = rng.randint(NUMBER_RANGE[0] + width, NUMBER_RANGE[1] - 1)
+    first = rng.randint(second + 1, NUMBER_RANGE[1])
+    below = range(second - _near_window(level, width), second)
+    nums = [first, second] + rng.sample(below, 2 * level)
+    rng.shuffle(nums)
+    return "", " ".join(map(str, nums)), [str(first), str(second)]
+
+
+def _gen_count(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    asked = rng.sample(VOCAB, 2)
+    counts = [rng.randint(1, 3) for _ in asked]
+    others = [w for w in VOCAB if w not in asked]
+    words = [w for w, c in zip(asked, counts) for _ in range(c)] + [rng.choice(others) for _ in range(_distractors(level))]
+    rng.shuffle(words)
+    return _quoted(asked), " ".join(words), [str(c) for c in counts]
+
+
+def _gen_lookup(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    keys = rng.sample(VOCAB, 2 + _distractors(level))
+    values = [_number(rng) for _ in keys]
+    asked = rng.sample(range(len(keys)), 2)
+    table = ", ".join(f"{k}: {v}" for k, v in zip(keys, values))
+    return _quoted([keys[i] for i in asked]), table, [str(values[i]) for i in asked]
+
+
+def _gen_repeat(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    distinct = rng.sample(VOCAB, 2 + _distractors(level))
+    twice = distinct[:2]
+    words = distinct + twice
+    rng.shuffle(words)
+    first_seen = sorted(twice, key=words.index)
+    return "", " ".join(words), first_seen
 
 
 _GENERATORS: dict[str, _Gen] = {
-    "copy": _gen_copy,
-    "reverse": _gen_reverse,
+    "select": _gen_select,
     "sort": _gen_sort,
-    "sum": _gen_sum,
+    "max": _gen_max,
     "count": _gen_count,
     "lookup": _gen_lookup,
-    "filter": _gen_filter,
-    "max": _gen_max,
+    "repeat": _gen_repeat,
 }
 FAMILIES: tuple[str, ...] = tuple(_GENERATORS)
+_NUMERIC_FAMILIES = frozenset({"lookup", "max", "count"})
 
 # Regeneration attempts per example before giving up on a unique prompt.
 _MAX_ATTEMPTS = 200
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def is_training_split(split: str) -> bool:
+    """Training-side splits (the distillation set and the pretraining pools) never share an example
+    with an evaluation split."""
+    return split == "train" or split.endswith("_pool")
 
 
 # ---------------------------------------------------------------- validation helpers
@@ -211,6 +244,9 @@ def _check_levels(levels: Iterable[int] | None, what: str = "levels") -> tuple[i
     for lv in levels:
         if isinstance(lv, bool) or not isinstance(lv, int) or lv < 1:
             raise ConfigError(f"synthetic {what}: difficulty level {lv!r} is not a positive integer")
+        if lv > MAX_LEVEL:
+            raise ConfigError(f"synthetic {what}: difficulty level {lv} is above the largest supported "
+                              f"level {MAX_LEVEL}")
         out.add(lv)
     if not out:
         raise ConfigError(f"synthetic {what} must not be empty (e.g. {list(ID_LEVELS)})")
@@ -231,10 +267,39 @@ def _check_split(split) -> str:
     return split
 
 
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Reference noise in the distillation set: ``rate`` of the references in ``splits`` are wrong."""
+
+    rate: float = 0.0
+    kind: str = "swap"
+    splits: tuple[str, ...] = ("train",)
+
+    @classmethod
+    def from_mapping(cls, section: Mapping | None, where: str = "noise") -> "NoiseConfig":
+        if section is None:
+            return cls()
+        if not isinstance(section, Mapping):
+            raise ConfigError(f"synthetic {where} must be a mapping with rate, kind, splits")
+        unknown = sorted(set(section) - {"rate", "kind", "splits"})
+        if unknown:
+            raise ConfigError(f"synthetic {where}: unknown key(s) {', '.join(unknown)}; allowed: rate, kind, splits")
+        rate = section.get("rate", 0.0)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ConfigError(f"synthetic {where}.rate must be a number in [0, 1), got {rate!r}")
+        kind = section.get("kind", "swap")
+        if kind not in NOISE_KINDS:
+            raise ConfigError(f"synthetic {where}.kind {kind!r} is not one of {', '.join(NOISE_KINDS)}")
+        splits = section.get("splits", ["train"])
+        if isinstance(splits, str) or not all(isinstance(s, str) for s in splits):
+            raise ConfigError(f"synthetic {where}.splits must be a list of split names")
+        return cls(float(rate), kind, tuple(_check_split(s) for s in splits))
+
+
 # ---------------------------------------------------------------- generation
 
 def _derive_seed(seed: int, split: str, *tags: object) -> int:
-    text = "\x1f".join(["kdbench.synthetic.v1", str(seed), split, *map(str, tags)])
+    text = "\x1f".join(["kdbench.synthetic.v2", str(seed), split, *map(str, tags)])
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
 
 
@@ -251,24 +316,55 @@ def _content_key(family: str, query: str, inp: str) -> str:
     return f"{family}\x1f{query}\x1f{inp}"
 
 
-def _make(rng: random.Random, family: str, level: int) -> tuple[str, dict]:
-    query, inp, out = _GENERATORS[family](rng, level)
-    template = rng.choice(PARAPHRASES[family])
-    instruction = template.format(query=query) if "{query}" in template else template
-    row = {"instruction": instruction, "input": inp, "output": out,
-           "prompt": build_prompt(instruction, inp), "family": family, "difficulty": level}
+COMPACT_TEMPLATE = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+TEMPLATES = ("minillm", "compact")
+
+
+def _make(rng: random.Random, family: str, level: int, template: str = "minillm") -> tuple[str, dict]:
+    query, inp, items = _GENERATORS[family](rng, level)
+    phrase = rng.choice(PARAPHRASES[family])
+    instruction = phrase.format(query=query) if "{query}" in phrase else phrase
+    instruction = instruction[0].upper() + instruction[1:]
+    prompt = build_prompt(instruction, inp) if template == "minillm" else \
+        COMPACT_TEMPLATE.format(instruction=instruction, input=inp)
+    row = {"instruction": instruction, "input": inp, "output": " ".join(items),
+           "prompt": prompt, "family": family, "difficulty": level}
     return _content_key(family, query, inp), row
+
+
+def _wrong_answer(rng: random.Random, row: dict, kind: str) -> str:
+    """A plausible wrong answer for ``row``: another example's answer (swap) or some items replaced
+    (perturb); never the correct answer."""
+    correct = row["output"]
+    for _ in range(_MAX_ATTEMPTS):
+        if kind == "swap":
+            _, other = _make(rng, row["family"], row["difficulty"])
+            answer = other["output"]
+        else:
+            items = correct.split(" ")
+            numeric = row["family"] in _NUMERIC_FAMILIES
+            for i in range(len(items)):
+                if i == 0 or rng.random() < 0.5:
+                    if numeric:
+                        items[i] = str(min(99, max(0, int(items[i]) + rng.choice((-1, 1)) * rng.randint(1, 9))))
+                    else:
+                        items[i] = rng.choice(VOCAB)
+            answer = " ".join(items)
+        if answer != correct:
+            return answer
+    raise ConfigError(f"synthetic noise: cannot find a wrong answer for a {row['family']!r} example")
 
 
 def _generate(split: str, n: int, seed: int, levels: tuple[int, ...], families: tuple[str, ...],
               exclude_keys: Collection[str], exclude_prompts: Collection[str],
-              allow_duplicates: bool) -> tuple[list[dict], set[str]]:
+              allow_duplicates: bool, noise: NoiseConfig = NoiseConfig(),
+              template: str = "minillm") -> tuple[list[dict], set[str]]:
     seen: set[str] = set()
     rows: list[dict] = []
     for i, (family, level) in enumerate(_cells(n, families, levels)):
         rng = random.Random(_derive_seed(seed, split, "item", i))
         for _ in range(_MAX_ATTEMPTS):
-            key, row = _make(rng, family, level)
+            key, row = _make(rng, family, level, template)
             clash = key in exclude_keys or row["prompt"] in exclude_prompts
             if not clash and key not in seen:
                 break
@@ -280,12 +376,26 @@ def _generate(split: str, n: int, seed: int, levels: tuple[int, ...], families: 
                     f"use fewer examples or other levels")
         seen.add(key)
         rows.append(row)
+    noisy = split in noise.splits and noise.rate > 0
+    if noisy:
+        # Which slots are noisy is drawn separately from the content, so the same seed gives the same
+        # prompts whatever the noise rate.
+        pick = random.Random(_derive_seed(seed, split, "noise"))
+        n_noisy = round(noise.rate * len(rows))
+        for i in sorted(pick.sample(range(len(rows)), n_noisy)):
+            row = rows[i]
+            rng = random.Random(_derive_seed(seed, split, "noise", i))
+            row["clean_output"] = row["output"]
+            row["output"] = _wrong_answer(rng, row, noise.kind)
+            row["noisy"] = True
     random.Random(_derive_seed(seed, split, "order")).shuffle(rows)
     out = []
     for i, row in enumerate(rows):
         rec = {"id": f"syn-{split}-{i:06d}"}
         rec.update(row)
         rec["split"] = split
+        if noisy:
+            rec.setdefault("noisy", False)
         out.append(rec)
     return out, seen
 
@@ -293,13 +403,11 @@ def _generate(split: str, n: int, seed: int, levels: tuple[int, ...], families: 
 def generate_examples(split: str, n: int, seed: int, levels: Iterable[int] = ID_LEVELS,
                       families: Iterable[str] | None = None, *,
                       exclude_prompts: Collection[str] = ()) -> list[dict]:
-    """``n`` records for ``split``, balanced over ``families`` x ``levels`` and shuffled.
+    """``n`` clean records for ``split``, balanced over ``families`` x ``levels`` and shuffled.
 
     Prompts are unique within the split; an example whose prompt is in ``exclude_prompts`` is
-    regenerated.  ``levels`` is used as given, also for a split named "ood"
-    (:func:`generate_suite` picks ``ood_levels`` for it).  Same records as the split inside
-    :func:`generate_suite` unless that one had to dodge train examples; here a nearly exhausted
-    example space is a ConfigError even for train (the suite then tolerates train duplicates).
+    regenerated. ``levels`` is used as given, also for a split named "ood" (:func:`generate_suite`
+    picks ``ood_levels`` for it). A nearly exhausted example space is a ConfigError.
     """
     split = _check_split(split)
     n = _check_int(n, f"size of split {split!r}", minimum=0)
@@ -311,32 +419,44 @@ def generate_examples(split: str, n: int, seed: int, levels: Iterable[int] = ID_
 
 
 def generate_suite(seed: int, sizes: Mapping[str, int], id_levels: Iterable[int] = ID_LEVELS,
-                   ood_levels: Iterable[int] = OOD_LEVELS,
-                   families: Iterable[str] | None = None) -> dict[str, list[dict]]:
-    """Every split in ``sizes`` (e.g. ``{"train": 3000, "dev": 200, "test": 300, "ood": 300}``).
+                   ood_levels: Iterable[int] = OOD_LEVELS, families: Iterable[str] | None = None,
+                   noise: NoiseConfig | Mapping | None = None, template: str = "minillm") -> dict[str, list[dict]]:
+    """Every split in ``sizes`` (e.g. ``{"teacher_pool": 12000, "train": 2000, "dev": 200, "test": 200,
+    "ood": 200}``).
 
-    The split named "ood" uses ``ood_levels``, every other split ``id_levels``.  Train is
-    generated first; no other split shares an example (hence a prompt) with it.  Ids
-    ("syn-<split>-<index>") are unique across the suite.  Returned in the order of ``sizes``.
+    The split named "ood" uses ``ood_levels``, every other split ``id_levels``. Training-side splits
+    (``train``, then the ``*_pool`` splits) are generated first, each avoiding the examples of those
+    before it; no evaluation split shares an example with any of them. Ids ("syn-<split>-<index>")
+    are unique across the suite. Returned in the order of ``sizes``.
     """
+    if template not in TEMPLATES:
+        raise ConfigError(f"synthetic template {template!r} is not one of {', '.join(TEMPLATES)}")
     if not isinstance(sizes, Mapping) or not sizes:
         raise ConfigError("synthetic sizes must be a non-empty mapping of split name -> number of examples")
     seed = _check_int(seed, "seed")
     fams = _check_families(families)
     id_lv = _check_levels(id_levels, "id_levels")
     ood_lv = _check_levels(ood_levels, "ood_levels")
+    noise = noise if isinstance(noise, NoiseConfig) else NoiseConfig.from_mapping(noise)
     for split, n in sizes.items():
         _check_split(split)
         _check_int(n, f"size of split {split!r}", minimum=0)
-    order = sorted(sizes, key=lambda s: s != "train")
+    unknown = [s for s in noise.splits if s not in sizes]
+    if noise.rate > 0 and unknown:
+        raise ConfigError(f"synthetic noise.splits names split(s) {', '.join(unknown)} that sizes does not "
+                          f"define (splits: {', '.join(sizes)})")
+    order = sorted(sizes, key=lambda s: (s != "train", not is_training_split(s), s))
     suite: dict[str, list[dict]] = {}
-    train_keys: set[str] = set()
+    training_keys: set[str] = set()
     for split in order:
         lv = ood_lv if split == "ood" else id_lv
-        if split == "train":
-            # duplicates inside train are tolerated only once the example space is nearly exhausted
-            rows, train_keys = _generate("train", sizes[split], seed, lv, fams, (), (), allow_duplicates=True)
+        if is_training_split(split):
+            # duplicates inside a training split are tolerated only once the example space is nearly used up
+            rows, keys = _generate(split, sizes[split], seed, lv, fams, frozenset(training_keys), (),
+                                   allow_duplicates=True, noise=noise, template=template)
+            training_keys |= keys
         else:
-            rows, _ = _generate(split, sizes[split], seed, lv, fams, train_keys, (), allow_duplicates=False)
+            rows, _ = _generate(split, sizes[split], seed, lv, fams, training_keys, (), allow_duplicates=False,
+                                noise=noise, template=template)
         suite[split] = rows
     return {split: suite[split] for split in sizes}

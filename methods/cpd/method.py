@@ -90,10 +90,12 @@ class CPD(Method):
     config_class = CPDConfig
     needs_profile = True
 
+    def hardness(self, profile):
+        return difficulty_values(profile, self.config)
+
     def schedule(self, ctx):
         c = self.config
-        profile = ctx.difficulty.loc[list(ctx.example_ids)]
-        values = difficulty_values(profile, c)
+        values = self.hardness(ctx.difficulty.loc[list(ctx.example_ids)])
         order = np.argsort(values, kind="stable")
         sorted_values = values[order]
         sizes, _ = epoch_subset_sizes(sorted_values, ctx.epochs, c.start_fraction)

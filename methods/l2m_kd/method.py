@@ -11,7 +11,7 @@ with α_s following ``transition`` from ``alpha_start`` to ``alpha_end``. Ground
 
 from dataclasses import dataclass
 
-from kdbench.difficulty import easy_to_hard
+from kdbench.difficulty import SIGNALS, fused_easiness
 from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, scheduled_kd_loss
 
 TRANSITIONS = ("linear", "step")
@@ -20,6 +20,7 @@ TRANSITIONS = ("linear", "step")
 @dataclass
 class L2MKDConfig(LossConfig):
     loss: str = "sfkl"
+    signal: str = "student_rouge_l"
     num_stages: int = 4
     epochs_per_stage: int | None = None
     alpha_start: float = 0.0
@@ -34,6 +35,8 @@ class L2MKDConfig(LossConfig):
             raise ValueError(f"L2M-KD moves from KLD to skew KLD, so loss must be 'sfkl', got '{self.loss}'")
         if self.num_stages < 2:
             raise ValueError(f"num_stages must be at least 2, got {self.num_stages}")
+        if self.signal not in SIGNALS:
+            raise ValueError(f"signal '{self.signal}' is not one of {', '.join(SIGNALS)}")
         if self.transition not in TRANSITIONS:
             raise ValueError(f"transition '{self.transition}' is not one of {', '.join(TRANSITIONS)}")
         for name in ("alpha_start", "alpha_end"):
@@ -53,10 +56,12 @@ class L2MKD(Method):
             alpha = interpolate(c.alpha_start, c.alpha_end, s / (c.num_stages - 1))
         return {"alpha": alpha, "temperature": c.temperature, "kd_ratio": c.kd_ratio}
 
+    def hardness(self, profile):
+        return -fused_easiness(profile, [self.config.signal])
+
     def schedule(self, ctx):
-        order = easy_to_hard(ctx.difficulty.loc[list(ctx.example_ids)], ["student_rouge_l"])
-        return cumulative_curriculum(ctx, order, self.config.num_stages, self.config.epochs_per_stage,
-                                     self.stage_params)
+        return cumulative_curriculum(ctx, self.hardness(ctx.difficulty.loc[list(ctx.example_ids)]),
+                                     self.config.num_stages, self.config.epochs_per_stage, self.stage_params)
 
     def loss(self, student_logits, teacher_logits, labels, step):
         return scheduled_kd_loss(self.config, student_logits, teacher_logits, labels, step.params)

@@ -8,7 +8,7 @@ T_s = T_start + s·(T_end − T_start)/(S − 1) and kd_ratio w_s = w_start + s�
 
 from dataclasses import dataclass, field
 
-from kdbench.difficulty import SIGNALS, easy_to_hard
+from kdbench.difficulty import SIGNALS, fused_easiness
 from kdbench.losses import POCL_RELEASED_T2
 from kdbench.methods import LossConfig, Method, cumulative_curriculum, interpolate, scheduled_kd_loss
 
@@ -48,10 +48,12 @@ class Pocl(Method):
         return {"temperature": interpolate(c.temperature_start, c.temperature_end, fraction),
                 "kd_ratio": interpolate(c.kd_ratio_start, c.kd_ratio_end, fraction)}
 
+    def hardness(self, profile):
+        return -fused_easiness(profile, self.config.signals, self.config.rrf_k)
+
     def schedule(self, ctx):
-        order = easy_to_hard(ctx.difficulty.loc[list(ctx.example_ids)], self.config.signals, self.config.rrf_k)
-        return cumulative_curriculum(ctx, order, self.config.num_stages, self.config.epochs_per_stage,
-                                     self.stage_params)
+        return cumulative_curriculum(ctx, self.hardness(ctx.difficulty.loc[list(ctx.example_ids)]),
+                                     self.config.num_stages, self.config.epochs_per_stage, self.stage_params)
 
     def scale_by_t2(self) -> bool:
         policy = self.config.t2_policy

@@ -41,6 +41,7 @@ class TAID(Method):
         self.t = config.t_start
         self.prev_loss = math.inf
         self.momentum = 0.0
+        self.adaptive_steps = 0      # steps at which the adaptive increment, not the linear floor, set t
 
     def loss(self, student_logits, teacher_logits, labels, step):
         mask = labels != -100
@@ -66,14 +67,17 @@ class TAID(Method):
             self.t = linear
         else:
             adaptive = self.t + c.alpha * (1.0 / (1.0 + math.exp(-self.momentum))) * (1 - self.t)
+            self.adaptive_steps += int(adaptive > linear and self.t < c.t_end)
             self.t = min(c.t_end, max(linear, adaptive))
         self.prev_loss = kd_loss
 
     def trace(self):
-        return {"t": self.t, "momentum": self.momentum}
+        return {"t": self.t, "momentum": self.momentum, "adaptive_steps": self.adaptive_steps}
 
     def state_dict(self):
-        return {"t": self.t, "prev_loss": self.prev_loss, "momentum": self.momentum}
+        return {"t": self.t, "prev_loss": self.prev_loss, "momentum": self.momentum,
+                "adaptive_steps": self.adaptive_steps}
 
     def load_state_dict(self, state):
         self.t, self.prev_loss, self.momentum = state["t"], state["prev_loss"], state["momentum"]
+        self.adaptive_steps = state.get("adaptive_steps", 0)

@@ -55,6 +55,12 @@ GPU = 1 if str(CFG["device"]).startswith("cuda") else 0
 TRAIN_THREADS = 2
 EVAL_THREADS = 1
 
+for _key, _splits in (("teacher.data", CFG["teacher"]["data"]), ("student.warmup_data", CFG["student"]["warmup_data"])):
+    for _split in _splits:
+        if _split not in DATA_SPLITS:
+            raise WorkflowError(f"kdbench: {CONFIG_SOURCES}: config key {_key}: data split '{_split}' is not produced "
+                                f"by data.source (splits: {', '.join(DATA_SPLITS)})")
+
 for _name in EVAL_SETS:
     _spec = EVAL_SPECS[_name]
     if _spec.source_kind == "workflow" and _spec.split not in DATA_SPLITS:

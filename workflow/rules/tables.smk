@@ -5,12 +5,13 @@ from pathlib import Path
 from kdbench.plots import PLOT_NAMES
 from kdbench.tables import DEFAULT_LOSS
 
-TABLE_NAMES = ["scores", "runtime", "difficulty"]
+TABLE_NAMES = ["scores", "runtime", "difficulty", "per_level", "curriculum"]
 TABLE_FILES = expand("{d}/{table}.{ext}", d=TABLES_DIR, table=TABLE_NAMES, ext=["md", "tex", "csv"])
 TABLE_FILES += expand("{d}/{plot}.png", d=TABLES_DIR, plot=PLOT_NAMES)
 
 # Captions are relative to this file; the tables' CSV files and every figure go into the report.
 REPORT_CAPTION = {"scores": "scores.rst", "runtime": "runtime.rst", "difficulty": "difficulty_table.rst",
+                  "per_level": "per_level.rst", "curriculum_table": "curriculum_table.rst",
                   "curriculum": "curriculum.rst", "training_curves": "training_curves.rst",
                   "difficulty_plot": "difficulty_plot.rst", "score_vs_runtime": "score_vs_runtime.rst"}
 
@@ -21,7 +22,8 @@ report: "../report/workflow.rst"
 def _table_output(path):
     name, ext = Path(path).stem, Path(path).suffix.lstrip(".")
     if ext == "csv":
-        return report(path, caption=f"../report/{REPORT_CAPTION[name]}", category="Tables",
+        key = f"{name}_table" if f"{name}_table" in REPORT_CAPTION else name
+        return report(path, caption=f"../report/{REPORT_CAPTION[key]}", category="Tables",
                       labels={"table": name, "format": "CSV"})
     if ext == "png":
         key = "difficulty_plot" if name == "difficulty" else name
@@ -52,7 +54,8 @@ rule paper_tables:
                                     "methods": {r: s.method for r, s in RUNS.items()}, "order": list(RUNS),
                                     "losses": {r: s.hparams.get("loss", DEFAULT_LOSS) for r, s in RUNS.items()},
                                     "eval_sets": EVAL_SETS, "seeds": SEEDS, "eval_seeds": EVAL_SEEDS,
-                                    "teacher_seed": TEACHER_SEED, "name": CFG["name"]}),
+                                    "teacher_seed": TEACHER_SEED, "name": CFG["name"],
+                                    "methods_root": CFG["methods"]["root"]}),
     log:
         f"{R}/logs/paper_tables.log",
     threads: 1

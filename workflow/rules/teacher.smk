@@ -4,7 +4,7 @@
 
 rule teacher_sft:
     input:
-        train=f"{R}/data/train.jsonl",
+        data=[f"{R}/data/{split}.jsonl" for split in CFG["teacher"]["data"]],
         tokenizer=f"{R}/tokenizer",
     output:
         model=directory(f"{R}/teacher/model"),
@@ -19,13 +19,13 @@ rule teacher_sft:
     resources:
         gpu=GPU,
     shell:
-        "{PY} -m kdbench.cli stage teacher --threads {threads} --spec {params.spec:q} --train {input.train} "
+        "{PY} -m kdbench.cli stage teacher --threads {threads} --spec {params.spec:q} --data {input.data} "
         "--tokenizer {input.tokenizer} --out-dir {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
 rule student_init:
     input:
-        train=f"{R}/data/train.jsonl",
+        data=[f"{R}/data/{split}.jsonl" for split in CFG["student"]["warmup_data"]],
         tokenizer=f"{R}/tokenizer",
     output:
         model=directory(f"{R}/student_init/model"),
@@ -40,7 +40,7 @@ rule student_init:
     resources:
         gpu=GPU,
     shell:
-        "{PY} -m kdbench.cli stage student-init --threads {threads} --spec {params.spec:q} --train {input.train} "
+        "{PY} -m kdbench.cli stage student-init --threads {threads} --spec {params.spec:q} --data {input.data} "
         "--tokenizer {input.tokenizer} --out-dir {output.model} --metrics {output.metrics} > {log} 2>&1"
 
 
