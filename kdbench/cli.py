@@ -7,11 +7,26 @@ Workflow jobs:  kdbench stage <job> --spec JSON ...   (called by the Snakemake r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import time
 from pathlib import Path
 
 from kdbench.errors import KDBenchError
+
+
+# Every job's log ends with this line: the wall time of the job's own work inside the process (from the start
+# of the stage function to its end, imports and process start-up excluded). kdbench.benchmarks.overhead joins
+# it with Snakemake's benchmark file (the job's whole wall time) to measure the per-job overhead.
+JOB_TIME_LINE = "kdbench: job_s={:.3f}"
+
+
+@contextlib.contextmanager
+def job_clock():
+    t0 = time.perf_counter()
+    yield
+    print(JOB_TIME_LINE.format(time.perf_counter() - t0), file=sys.stderr, flush=True)
 
 
 def _path(value: str | None) -> Path | None:
@@ -29,6 +44,11 @@ def cmd_stage(args: argparse.Namespace) -> None:
     from kdbench import stages
 
     _set_threads(args.threads)
+    with job_clock():
+        _run_stage(stages, args)
+
+
+def _run_stage(stages, args: argparse.Namespace) -> None:
     spec = json.loads(args.spec) if args.spec else {}
     job = args.job
     if job == "prepare-data":
@@ -67,8 +87,9 @@ def cmd_tables(args: argparse.Namespace) -> None:
         from kdbench.config import load_config
 
         config = load_config(args.config, args.overrides or [])
-    written = build_tables(Path(args.results), Path(args.out), config=config,
-                           config_json=json.loads(args.config_json) if args.config_json else None)
+    with job_clock():
+        written = build_tables(Path(args.results), Path(args.out), config=config,
+                               config_json=json.loads(args.config_json) if args.config_json else None)
     for path in written:
         print(path)
 
