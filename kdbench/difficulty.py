@@ -9,14 +9,16 @@ Ranks are 1 = easiest. Reciprocal rank fusion: score = sum_r 1 / (rank_r + k), h
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.models import ResponseLM
+
+if TYPE_CHECKING:   # pandas is imported where a frame is built: every distillation job imports this module
+    import pandas as pd
 
 SIGNALS = {  # signal -> True when a larger value means an easier example
     "student_ce": False,
@@ -73,6 +75,8 @@ def easy_to_hard(profile: pd.DataFrame, signals: Sequence[str], rrf_k: int = 60)
 
 def normalised_difficulty(profile: pd.DataFrame, signals: Sequence[str], rrf_k: int = 60) -> pd.Series:
     """Difficulty in [0, 1] (0 = easiest) from the fused ranking, indexed by example id."""
+    import pandas as pd
+
     ordered = easy_to_hard(profile, signals, rrf_k)
     n = len(ordered)
     return pd.Series(np.arange(n) / max(1, n - 1), index=ordered, name="difficulty").reindex(profile.index)
@@ -80,6 +84,7 @@ def normalised_difficulty(profile: pd.DataFrame, signals: Sequence[str], rrf_k: 
 
 def signal_quality(profile: pd.DataFrame, rrf_k: int = 60) -> pd.DataFrame:
     """Spearman correlation of each signal's difficulty ranking with the ground-truth level."""
+    import pandas as pd
     from scipy.stats import spearmanr
 
     if "true_difficulty" not in profile.columns:

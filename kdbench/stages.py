@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from kdbench.batching import encode_records
@@ -136,6 +135,8 @@ def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Pa
 
 def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher_dir: Path,
                        out_csv: Path, out_summary: Path) -> None:
+    import pandas as pd
+
     from kdbench.difficulty import sequence_ce, signal_quality
     from kdbench.generation import generate
     from kdbench.metrics import rouge_l
@@ -215,7 +216,9 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
     log(f"teacher cache: {meta['n_examples']} examples, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_s']:.1f}s")
 
 
-def load_profile(path: Path) -> pd.DataFrame:
+def load_profile(path: Path) -> "pd.DataFrame":
+    import pandas as pd    # only jobs that read the difficulty profile pay for pandas
+
     frame = pd.read_csv(path, dtype={"id": str})
     return frame.set_index("id")
 
