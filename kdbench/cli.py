@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from kdbench.errors import KDBenchError
 # of the stage function to its end, imports and process start-up excluded). kdbench.benchmarks.overhead joins
 # it with Snakemake's benchmark file (the job's whole wall time) to measure the per-job overhead.
 JOB_TIME_LINE = "kdbench: job_s={:.3f}"
+JOB_TIME_RE = re.compile(r"kdbench: job_s=([0-9.]+)")
 
 
 @contextlib.contextmanager
@@ -160,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script: a workflow job (``stage``) runs in the warm worker when one can take it
+    (kdbench.worker: torch and transformers already imported), every other command in this process."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["stage"]:
+        from kdbench import worker
+
+        status = worker.run_job(argv)
+        if status is not None:
+            return status
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
+    """Run one command in this process."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

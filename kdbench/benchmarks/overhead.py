@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
 
-JOB_S_RE = re.compile(r"kdbench: job_s=([0-9.]+)")
+from kdbench.cli import JOB_TIME_RE
 
 
 def read_wall_s(tsv: Path) -> float:
@@ -32,7 +31,7 @@ def read_wall_s(tsv: Path) -> float:
 def read_job_s(log: Path) -> float | None:
     if not log.is_file():
         return None
-    found = JOB_S_RE.findall(log.read_text(errors="replace"))
+    found = JOB_TIME_RE.findall(log.read_text(errors="replace"))
     return float(found[-1]) if found else None
 
 
