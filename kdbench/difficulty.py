@@ -16,6 +16,7 @@ import torch
 
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.models import ResponseLM
+from kdbench.progress import batch_starts
 
 if TYPE_CHECKING:   # pandas is imported where a frame is built: every distillation job imports this module
     import pandas as pd
@@ -29,13 +30,13 @@ SIGNALS = {  # signal -> True when a larger value means an easier example
 
 @torch.no_grad()
 def sequence_ce(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int,
-                device: torch.device) -> np.ndarray:
-    """Mean next-token cross-entropy over each example's response tokens."""
+                device: torch.device, progress: str | None = None) -> np.ndarray:
+    """Mean next-token cross-entropy over each example's response tokens (``progress``: a bar's name)."""
     model.to(device).eval()
     values = np.zeros(len(encoded), dtype=np.float64)
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
     head = ResponseLM(model)
-    for start in range(0, len(order), batch_size):
+    for start in batch_starts(len(order), batch_size, progress):
         rows = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
         labels = batch["labels"]

@@ -95,13 +95,13 @@ def build_tokenizer(spec: dict, train_jsonl: Path, out_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- training jobs
 def _sft(model, tokenizer, records: list[Record], train_cfg: dict, spec: dict, seed: int,
-         device: torch.device, checkpoint_dir: Path | None) -> dict[str, Any]:
+         device: torch.device, checkpoint_dir: Path | None, progress: str) -> dict[str, Any]:
     encoded = encode_records(tokenizer, records, **spec["lengths"])
     cfg = TrainConfig.from_dict(train_cfg)
     ctx = ScheduleContext(tuple(r.id for r in records), cfg.epochs, seed)
     method = SupervisedFineTuning(SupervisedFineTuning.Config())
     return train(model, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
-                 checkpoint_dir=checkpoint_dir, log=log)
+                 checkpoint_dir=checkpoint_dir, log=log, progress=progress)
 
 
 def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Path, metrics_path: Path) -> None:
@@ -110,7 +110,7 @@ def train_teacher(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: P
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"teacher: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
     metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["train"], spec, spec["seed"], device,
-                   out_dir.with_name(out_dir.name + ".ckpt"))
+                   out_dir.with_name(out_dir.name + ".ckpt"), "teacher SFT")
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
     write_result(metrics_path, "train", spec, {"role": "teacher", "parameters": count_parameters(model),
@@ -125,7 +125,7 @@ def init_student(spec: dict, train_jsonl: Path, tokenizer_dir: Path, out_dir: Pa
     metrics = None
     if spec.get("warmup"):
         metrics = _sft(model, tokenizer, load_records(train_jsonl), spec["warmup"], spec, spec["seed"], device,
-                       out_dir.with_name(out_dir.name + ".ckpt"))
+                       out_dir.with_name(out_dir.name + ".ckpt"), "student warm-up")
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
     write_result(metrics_path, "train", spec, {"role": "student_init", "parameters": count_parameters(model),
@@ -151,21 +151,22 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     t0 = time.perf_counter()
     student = load_model(student_dir)
     student_ce = sequence_ce(student, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
-                             device=device)
+                             device=device, progress="student CE")
     timings["student_ce_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     decoding = {"decoding": "greedy", "max_new_tokens": prof["max_new_tokens"],
                 "no_repeat_ngram_size": prof["no_repeat_ngram_size"]}
     predictions, gen_stats = generate(student, tokenizer, [r.prompt for r in records],
                                       max_prompt_tokens=spec["student"]["lengths"]["max_prompt_tokens"],
-                                      decoding=decoding, seed=0, batch_size=prof["batch_size"], device=device)
+                                      decoding=decoding, seed=0, batch_size=prof["batch_size"], device=device,
+                                      progress="student generation")
     student_rouge = rouge_l(predictions, [list(r.references) for r in records])
     timings["student_generation_s"] = time.perf_counter() - t0
     del student
     t0 = time.perf_counter()
     teacher = load_model(teacher_dir)
     teacher_ce = sequence_ce(teacher, encoded, pad_id=tokenizer.pad_token_id, batch_size=prof["batch_size"],
-                             device=device)
+                             device=device, progress="teacher CE")
     timings["teacher_ce_s"] = time.perf_counter() - t0
     gpu = gpu_clock.stop()
     frame = pd.DataFrame({"id": [r.id for r in records], "student_ce": student_ce,
@@ -205,7 +206,7 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
     gpu_clock = GpuClock(device).start()
     meta = build_cache(teacher, encoded, pad_id=tokenizer.pad_token_id, device=device,
                        batch_size=cache["batch_size"], mode=cache["mode"], storage=cache["storage"],
-                       top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta)
+                       top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta, progress="teacher cache")
     gpu = gpu_clock.stop()
     tmp.replace(out_tensors)
     tokens = sum(len(e.input_ids) for e in encoded)
@@ -261,7 +262,8 @@ def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student
         teacher = LiveTeacher(load_model(teacher_dir), device, teacher_dtype)
     student = load_model(student_dir)
     metrics = train(student, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
-                    teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log)
+                    teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log,
+                    progress=f"distill {run} seed {seed}")
     if rank != 0:
         return
     with atomic_directory(out_dir) as tmp:
@@ -291,7 +293,7 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
         predictions, gen_stats = generate(model, tokenizer, [r.prompt for r in records],
                                           max_prompt_tokens=spec["lengths"]["max_prompt_tokens"],
                                           decoding=decoding, seed=eval_seed, batch_size=decoding["batch_size"],
-                                          device=device)
+                                          device=device, progress=f"generation, eval seed {eval_seed}")
         t0 = time.perf_counter()
         rouge = rouge_l(predictions, references)
         em = exact_match(predictions, references)
