@@ -69,7 +69,8 @@ from pathlib import Path
 SWITCH = "KDBENCH_WARM_WORKER"
 IDLE_ENV = "KDBENCH_WARM_WORKER_IDLE"
 DEFAULT_IDLE_S = 120.0
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 60.0      # for a new server to listen
+REPLY_TIMEOUT_S = 30.0      # for a listening server to start the job
 CHECK_EVERY_S = 5.0
 IMPORT_ENV_PREFIXES = ("TORCH", "PYTORCH", "OMP", "MKL", "KMP", "OPENBLAS", "CUDA", "HF_", "HUGGINGFACE",
                        "TRANSFORMERS", "TOKENIZERS", "PYTHON", "KDBENCH", "LD_", "LANG", "LC_")
@@ -237,7 +238,8 @@ def _spawn(path: Path, key: str):
                 old.unlink()
                 old.with_suffix(".lock").unlink(missing_ok=True)
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, *subprocess._args_from_interpreter_flags(), "-m", "kdbench.worker",
+        flags = getattr(subprocess, "_args_from_interpreter_flags", list)()   # -O, -B, -X ...: the key has them
+        return subprocess.Popen([sys.executable, *flags, "-m", "kdbench.worker",
                                  "serve", "--socket", os.fspath(path), "--key", key],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, close_fds=True,
                                 start_new_session=True)
@@ -259,9 +261,11 @@ def _submit(sock: socket.socket, argv: list[str], key: str, cwd: str, path: Path
         os.umask(umask)
         payload = json.dumps({"key": key, "argv": argv, "sys_argv": sys.argv, "cwd": cwd, "env": dict(os.environ),
                               "umask": umask}).encode("utf-8", "surrogatepass")
+        sock.settimeout(REPLY_TIMEOUT_S)        # a stuck server must not hold the job
         socket.send_fds(sock, [_HEADER.pack(len(payload))], [0, 1, 2])
         sock.sendall(payload)
         kind, pid = _REPLY.unpack(_recv_exact(sock, _REPLY.size))
+        sock.settimeout(None)
     except Exception as exc:  # nothing runs yet: a broken worker never fails a job
         _note(f"warm worker did not take the job ({type(exc).__name__}: {exc}); running in-process")
         return None
