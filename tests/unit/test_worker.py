@@ -176,7 +176,6 @@ class _FakeServer:
         os.unlink(self.path)
 
 
-@pytest.mark.parametrize("failure", ["closes", "dies_during_job"])
 @pytest.fixture
 def short_dir():
     path = tempfile.mkdtemp(prefix="kdbf")      # short: a socket path has at most 107 bytes
@@ -184,6 +183,7 @@ def short_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.mark.parametrize("failure", ["closes", "dies_during_job"])
 def test_broken_worker_never_fails_a_job(work, short_dir, failure):
     root, cfg, env = work
     env = {**env, "XDG_RUNTIME_DIR": short_dir}      # a worker of its own
