@@ -3,6 +3,8 @@
 # the rules in workflow/rules/ say how.
 from snakemake.utils import min_version
 
+from kdbench import console
+
 min_version("8.20")
 
 # Snakemake's own message for a missing or malformed config file names neither the file nor the line;
@@ -37,3 +39,16 @@ rule all:
     input:
         TABLE_FILES,
         table_inputs(None),
+
+
+# The console (kdbench/console.py): where the logs are, where the tables are, the logs of failed jobs.
+onstart:
+    console.on_start(workflow, CFG["name"], f"{R}/logs")
+
+
+onsuccess:
+    console.on_success(CFG["name"], TABLES_DIR, f"{R}/logs")
+
+
+onerror:
+    console.report_failure(f"{R}/logs")

@@ -7,11 +7,28 @@ Workflow jobs:  kdbench stage <job> --spec JSON ...   (called by the Snakemake r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import re
 import sys
+import time
 from pathlib import Path
 
 from kdbench.errors import KDBenchError
+
+
+# Every job's log ends with this line: the wall time of the job's own work inside the process (from the start
+# of the stage function to its end, imports and process start-up excluded). kdbench.benchmarks.overhead joins
+# it with Snakemake's benchmark file (the job's whole wall time) to measure the per-job overhead.
+JOB_TIME_LINE = "kdbench: job_s={:.3f}"
+JOB_TIME_RE = re.compile(r"kdbench: job_s=([0-9.]+)")
+
+
+@contextlib.contextmanager
+def job_clock():
+    t0 = time.perf_counter()
+    yield
+    print(JOB_TIME_LINE.format(time.perf_counter() - t0), file=sys.stderr, flush=True)
 
 
 def _path(value: str | None) -> Path | None:
@@ -29,6 +46,11 @@ def cmd_stage(args: argparse.Namespace) -> None:
     from kdbench import stages
 
     _set_threads(args.threads)
+    with job_clock():
+        _run_stage(stages, args)
+
+
+def _run_stage(stages, args: argparse.Namespace) -> None:
     spec = json.loads(args.spec) if args.spec else {}
     job = args.job
     if job == "prepare-data":
@@ -69,8 +91,9 @@ def cmd_tables(args: argparse.Namespace) -> None:
         from kdbench.config import load_config
 
         config = load_config(args.config, args.overrides or [])
-    written = build_tables(Path(args.results), Path(args.out), config=config,
-                           config_json=json.loads(args.config_json) if args.config_json else None)
+    with job_clock():
+        written = build_tables(Path(args.results), Path(args.out), config=config,
+                               config_json=json.loads(args.config_json) if args.config_json else None)
     for path in written:
         print(path)
 
@@ -142,6 +165,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The console script: a workflow job (``stage``) runs in the warm worker when one can take it
+    (kdbench.worker: torch and transformers already imported), every other command in this process."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["stage"]:
+        from kdbench import worker
+
+        status = worker.run_job(argv)
+        if status is not None:
+            return status
+    return run(argv)
+
+
+def run(argv: list[str]) -> int:
+    """Run one command in this process."""
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -27,6 +27,7 @@ import torch
 
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.models import ResponseLM
+from kdbench.progress import batch_starts
 
 SIGNALS = {  # signal -> True when a larger value means an easier example
     "student_ce": False,
@@ -45,9 +46,10 @@ DEGENERATE_SHARE = 0.2
 
 @torch.no_grad()
 def response_statistics(student, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int,
-                        device: torch.device, teacher=None, progress=None) -> dict[str, np.ndarray]:
+                        device: torch.device, teacher=None, progress: str | None = None) -> dict[str, np.ndarray]:
     """Per example, over its response tokens: the student's mean and summed NLL of the reference, and
-    with a teacher its mean NLL and the mean token KL(p_teacher ‖ q_student). One pass, both models."""
+    with a teacher its mean NLL and the mean token KL(p_teacher ‖ q_student). One pass, both models
+    (``progress``: a progress bar's name, kdbench.progress)."""
     models = {"student": ResponseLM(student.to(device).eval())}
     if teacher is not None:
         models["teacher"] = ResponseLM(teacher.to(device).eval())
@@ -56,7 +58,7 @@ def response_statistics(student, encoded: Sequence[Encoded], *, pad_id: int, bat
     if teacher is not None:
         out.update(teacher_ce=np.zeros(n), teacher_student_kl=np.zeros(n))
     order = sorted(range(n), key=lambda i: -len(encoded[i].input_ids))
-    for start in range(0, n, batch_size):
+    for start in batch_starts(n, batch_size, progress):
         rows = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows], pad_id).items()}
         keep = batch["labels"] != IGNORE_INDEX
@@ -77,15 +79,14 @@ def response_statistics(student, encoded: Sequence[Encoded], *, pad_id: int, bat
             out["teacher_ce"][rows] = (per_example(-log_p.gather(1, targets[:, None])[:, 0]) / counts).cpu().numpy()
             kl = (log_p.exp() * (log_p - log_q)).sum(-1)
             out["teacher_student_kl"][rows] = (per_example(kl) / counts).cpu().numpy()
-        if progress is not None:
-            progress(len(rows))
     return out
 
 
 def sequence_ce(model, encoded: Sequence[Encoded], *, pad_id: int, batch_size: int,
-                device: torch.device) -> np.ndarray:
+                device: torch.device, progress: str | None = None) -> np.ndarray:
     """Mean next-token cross-entropy over each example's response tokens."""
-    return response_statistics(model, encoded, pad_id=pad_id, batch_size=batch_size, device=device)["student_ce"]
+    return response_statistics(model, encoded, pad_id=pad_id, batch_size=batch_size, device=device,
+                               progress=progress)["student_ce"]
 
 
 def ranks(values: Sequence[float], larger_is_easier: bool) -> np.ndarray:

@@ -10,6 +10,7 @@ import torch
 
 from kdbench.accounting import GpuClock
 from kdbench.batching import encode_prompt
+from kdbench.progress import batch_starts
 
 
 def generation_kwargs(decoding: dict[str, Any], tokenizer) -> dict[str, Any]:
@@ -26,8 +27,10 @@ def generation_kwargs(decoding: dict[str, Any], tokenizer) -> dict[str, Any]:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence[str], *, max_prompt_tokens: int, decoding: dict[str, Any],
-             seed: int, batch_size: int, device: torch.device) -> tuple[list[str], dict[str, Any]]:
-    """Return one completion per prompt (in input order) and generation statistics."""
+             seed: int, batch_size: int, device: torch.device,
+             progress: str | None = None) -> tuple[list[str], dict[str, Any]]:
+    """Return one completion per prompt (in input order) and generation statistics (``progress``: the name
+    of a progress bar over the prompts)."""
     model.to(device).eval()
     encoded = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts]
     # Longest first: similar lengths share a batch, so little padding is computed.
@@ -41,7 +44,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_prompt_tokens: int
     prompt_tokens = 0
     gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
-    for start in range(0, len(order), batch_size):
+    for start in batch_starts(len(order), batch_size, progress):
         rows = order[start:start + batch_size]
         width = max(len(encoded[i]) for i in rows)
         input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)

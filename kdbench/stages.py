@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import numpy as np
 import torch
 
@@ -105,14 +104,14 @@ def build_tokenizer(spec: dict, train_jsonl: Path, out_dir: Path) -> None:
 
 # --------------------------------------------------------------------------- training jobs
 def _sft(model, tokenizer, records: list[Record], train_cfg: dict, spec: dict, seed: int,
-         device: torch.device, checkpoint_dir: Path | None, verified: dict) -> dict[str, Any]:
+         device: torch.device, checkpoint_dir: Path | None, verified: dict, progress: str) -> dict[str, Any]:
     encoded = encode_records(tokenizer, records, **spec["lengths"])
     cfg = TrainConfig.from_dict(train_cfg)
     ctx = ScheduleContext(tuple(r.id for r in records), cfg.epochs, seed)
     method = SupervisedFineTuning(SupervisedFineTuning.Config())
     return train(model, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
                  checkpoint_dir=checkpoint_dir, log=log,
-                 checkpoint_identity=checkpoint_identity(run_id(spec), verified))
+                 checkpoint_identity=checkpoint_identity(run_id(spec), verified), progress=progress)
 
 
 def _load_splits(paths: list[Path]) -> list[Record]:
@@ -132,7 +131,7 @@ def train_teacher(spec: dict, data: list[Path], tokenizer_dir: Path, out_dir: Pa
     model = build_model(spec["model"], tokenizer, spec["seed"])
     log(f"teacher: {count_parameters(model) / 1e6:.2f}M parameters on {device}")
     metrics = _sft(model, tokenizer, _load_splits(data), spec["train"], spec, spec["seed"], device,
-                   out_dir.with_name(out_dir.name + ".ckpt"), verified)
+                   out_dir.with_name(out_dir.name + ".ckpt"), verified, "teacher SFT")
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
         outputs = {"model": seal(tmp)}
@@ -152,7 +151,7 @@ def init_student(spec: dict, data: list[Path], tokenizer_dir: Path, out_dir: Pat
     metrics = None
     if spec.get("warmup"):
         metrics = _sft(model, tokenizer, _load_splits(data), spec["warmup"], spec, spec["seed"], device,
-                       out_dir.with_name(out_dir.name + ".ckpt"), verified)
+                       out_dir.with_name(out_dir.name + ".ckpt"), verified, "student warm-up")
     with atomic_directory(out_dir) as tmp:
         save_model(model.float().cpu(), tokenizer, tmp)
         outputs = {"model": seal(tmp)}
@@ -185,15 +184,16 @@ def profile_difficulty(spec: dict, train_jsonl: Path, student_dir: Path, teacher
     t0 = time.perf_counter()
     student, teacher = load_model(student_dir), load_model(teacher_dir)
     signals = response_statistics(student, encoded, teacher=teacher, pad_id=tokenizer.pad_token_id,
-                                  batch_size=prof["batch_size"], device=device)
+                                  batch_size=prof["batch_size"], device=device, progress="student and teacher CE")
     timings["forward_s"] = time.perf_counter() - t0
 
     def student_rouge(decoding: str, seed: int) -> tuple[list[float], dict]:
+        label = "greedy generation" if decoding == "greedy" else f"sampled generation {seed}/{prof['samples']}"
         settings = {"decoding": decoding, "max_new_tokens": prof["max_new_tokens"], "temperature": 1.0,
                     "top_k": 0, "top_p": 1.0, "no_repeat_ngram_size": prof["no_repeat_ngram_size"]}
         predictions, stats = generate(student, tokenizer, prompts, decoding=settings, seed=seed, device=device,
                                       max_prompt_tokens=spec["student"]["lengths"]["max_prompt_tokens"],
-                                      batch_size=prof["batch_size"])
+                                      batch_size=prof["batch_size"], progress=label)
         return rouge_l(predictions, references), stats
 
     t0 = time.perf_counter()
@@ -241,7 +241,7 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
     gpu_clock = GpuClock(device).start()
     meta = build_cache(teacher, encoded, pad_id=tokenizer.pad_token_id, device=device,
                        batch_size=cache["batch_size"], mode=cache["mode"], storage=cache["storage"],
-                       top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta)
+                       top_k=cache["top_k"], key=key, out_tensors=tmp, out_meta=out_meta, progress="teacher cache")
     gpu = gpu_clock.stop()
     tmp.replace(out_tensors)
     outputs = {"cache": seal(out_tensors)}
@@ -253,7 +253,9 @@ def build_teacher_cache(spec: dict, train_jsonl: Path, teacher_dir: Path, tokeni
     log(f"teacher cache: {meta['n_examples']} examples, {meta['bytes'] / 2**20:.1f} MiB, {meta['build_s']:.1f}s")
 
 
-def load_profile(path: Path) -> pd.DataFrame:
+def load_profile(path: Path) -> "pd.DataFrame":
+    import pandas as pd    # only jobs that read the difficulty profile pay for pandas
+
     frame = pd.read_csv(path, dtype={"id": str})
     return frame.set_index("id")
 
@@ -299,7 +301,8 @@ def distill(spec: dict, run: str, methods_root: Path, train_jsonl: Path, student
     student = load_model(student_dir)
     metrics = train(student, method, encoded, ctx, cfg, pad_id=tokenizer.pad_token_id, seed=seed, device=device,
                     teacher=teacher, checkpoint_dir=out_dir.with_name(out_dir.name + ".ckpt"), log=log,
-                    checkpoint_identity=checkpoint_identity(run_id(spec), verified))
+                    checkpoint_identity=checkpoint_identity(run_id(spec), verified),
+                    progress=f"distill {run} seed {seed}")
     if rank != 0:
         return
     with atomic_directory(out_dir) as tmp:
@@ -332,7 +335,7 @@ def evaluate(spec: dict, model_dir: Path, eval_jsonl: Path, eval_seeds: list[int
         predictions, gen_stats = generate(model, tokenizer, [r.prompt for r in records],
                                           max_prompt_tokens=spec["lengths"]["max_prompt_tokens"],
                                           decoding=decoding, seed=eval_seed, batch_size=decoding["batch_size"],
-                                          device=device)
+                                          device=device, progress=f"generation, eval seed {eval_seed}")
         t0 = time.perf_counter()
         rouge = rouge_l(predictions, references)
         em = exact_match(predictions, references)

@@ -26,6 +26,7 @@ from kdbench.batching import IGNORE_INDEX, Encoded, collate
 from kdbench.errors import ResultError
 from kdbench.io import sha256_file
 from kdbench.models import ResponseLM, unreadable_artifact
+from kdbench.progress import batch_starts
 
 MODES = ("live", "dense", "topk")
 STORAGE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -57,8 +58,10 @@ def cache_key(teacher_dir: Path, encoded: list[Encoded], mode: str, storage: str
 
 @torch.no_grad()
 def build_cache(teacher, encoded: list[Encoded], *, pad_id: int, device: torch.device, batch_size: int,
-                mode: str, storage: str, top_k: int | None, key: str, out_tensors: Path, out_meta: Path) -> dict:
-    """Run the teacher once over ``encoded`` and store its outputs at the response positions."""
+                mode: str, storage: str, top_k: int | None, key: str, out_tensors: Path, out_meta: Path,
+                progress: str | None = None) -> dict:
+    """Run the teacher once over ``encoded`` and store its outputs at the response positions
+    (``progress``: the name of a progress bar over the examples)."""
     if mode not in ("dense", "topk"):
         raise ValueError(f"cache mode must be dense or topk, got {mode!r}")
     teacher.to(device).eval()
@@ -67,7 +70,7 @@ def build_cache(teacher, encoded: list[Encoded], *, pad_id: int, device: torch.d
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
     forward_passes = 0
     head = ResponseLM(teacher)
-    for start in range(0, len(order), batch_size):
+    for start in batch_starts(len(order), batch_size, progress):
         chunk = [encoded[i] for i in order[start:start + batch_size]]
         batch = {k: v.to(device) for k, v in collate(chunk, pad_id).items()}
         logits = head(batch["input_ids"], batch["attention_mask"], batch["labels"]).float()

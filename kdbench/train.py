@@ -22,6 +22,7 @@ from kdbench.errors import TrainingError
 from kdbench.integrity import set_aside, short
 from kdbench.methods import Method, Schedule, ScheduleContext, StepInfo
 from kdbench.models import PRECISIONS, ResponseLM
+from kdbench.progress import bar
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- the loop
 def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext, cfg: TrainConfig, *,
           pad_id: int, seed: int, device: torch.device, teacher=None, checkpoint_dir: str | Path | None = None,
-          log: Callable[[str], None] = print, checkpoint_identity: dict | None = None) -> dict[str, Any]:
+          log: Callable[[str], None] = print, checkpoint_identity: dict | None = None,
+          progress: str | None = None) -> dict[str, Any]:
     """Train ``student`` in place following ``method``; returns the training metrics.
 
     Under ``torchrun`` (an initialised process group) each global batch is split into contiguous
@@ -136,7 +138,8 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
     the difference), so a 2-process run matches a 1-process run with twice the accumulation.
 
     ``checkpoint_identity`` (the job's run id and input digests, kdbench.integrity.checkpoint_identity)
-    is stored in every checkpoint; a checkpoint written for another identity is set aside, never resumed."""
+    is stored in every checkpoint; a checkpoint written for another identity is set aside, never resumed.
+    ``progress`` names a progress bar over the optimiser steps (rank 0, stderr); None shows none."""
     world_size, rank = distributed_context()
     if method.needs_teacher and teacher is None:
         raise TrainingError(f"{type(method).__name__} needs a teacher but none was given")
@@ -178,6 +181,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
         elapsed_before, stage_wall = resume["elapsed"], resume["stage_wall"]
         log(f"resuming from {resume['loaded_from']} at step {step} (epoch {start_epoch}, batch {start_batch})")
 
+    steps_bar = bar(total_steps, progress, unit="step", initial=step, disable=rank != 0)
     gpu_clock = GpuClock(device).start()
     t0 = time.perf_counter()
     global_epoch = 0
@@ -253,7 +257,9 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                     step_loss, logged_sum = _global_mean(step_loss, logged_sum, world_size)
                 method.after_step(step_loss, info, logged_sum)
                 step += 1
+                steps_bar.update()
                 if step % cfg.log_every == 0 or step == total_steps:
+                    steps_bar.set_postfix(loss=f"{step_loss:.4f}", refresh=False)
                     history.append({"step": step, "loss": step_loss, "lr": scheduler.get_last_lr()[0],
                                     "grad_norm": float(grad_norm), **logged_sum, **method.trace()})
                     log(f"step {step}/{total_steps} loss {step_loss:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
@@ -274,6 +280,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                         "stage_wall": stage_wall_now, "identity": checkpoint_identity})
             global_epoch += 1
         stage_wall[stage_index] += time.perf_counter() - stage_t0
+    steps_bar.close()
     if teacher is not None:
         counters["teacher_forward_passes"] += teacher.forward_passes
     if world_size > 1:

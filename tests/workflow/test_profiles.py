@@ -66,9 +66,10 @@ class DryRun:
 def dry_run(configfile: Path, *extra: str) -> DryRun:
     """``snakemake -n -p --forceall --configfile <file>`` in the project root, parsed per job. --forceall: the
     whole DAG, whether or not a real run of the profile has already left results in this checkout."""
-    proc = subprocess.run([*SNAKEMAKE, "-n", "-p", "--forceall", "--nolock", "--configfile",
-                           str(configfile.relative_to(REPO)), *extra], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    # --workflow-profile none: every job's block in full (profiles/default keeps the console quiet about rules).
+    proc = subprocess.run([*SNAKEMAKE, "-n", "-p", "--forceall", "--nolock", "--workflow-profile", "none",
+                           "--configfile", str(configfile.relative_to(REPO)), *extra], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"dry run of {configfile.name} failed:\n{out[-5000:]}"
     table = out.split("Job stats:")[1].split("total")[0]

@@ -27,7 +27,8 @@ import pytest
 pytestmark = pytest.mark.workflow
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_ITEMS = ("Snakefile", "workflow", "config", "methods", "evals", "profiles")
-SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# --workflow-profile none: the job blocks ('rule x:', 'jobid:') that the tests read (profiles/default hides them).
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--workflow-profile", "none"]
 RUN_TIMEOUT_S = int(os.environ.get("KDBENCH_SLURM_TEST_TIMEOUT", "1200"))  # safety net only
 # Options only this CI cluster needs: no slurmdbd (squeue for status), fast first status check, keep
 # every job's SLURM log as evidence. The resources all come from profiles/slurm.

@@ -32,6 +32,8 @@ rule eval_set:
         split=lambda w, input: f"--workflow-split {input[0]}" if input else "",
     log:
         f"{R}/logs/eval_set/{{eval_set}}.log",
+    benchmark:
+        f"{R}/benchmarks/eval_set/{{eval_set}}.tsv"
     threads: 1
     shell:
         "{PY} -m kdbench.cli stage eval-set --spec {params.spec:q} --data-dir {CFG[data_dir]:q} {params.split} "

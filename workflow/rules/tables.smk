@@ -58,6 +58,8 @@ rule paper_tables:
                                     "methods_root": CFG["methods"]["root"]}),
     log:
         f"{R}/logs/paper_tables.log",
+    benchmark:
+        f"{R}/benchmarks/paper_tables.tsv"
     threads: 1
     shell:
         "MPLBACKEND=Agg {PY} -m kdbench.cli tables --results {R} --out {TABLES_DIR} --config-json {params.config:q} > {log} 2>&1"
