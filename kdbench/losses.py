@@ -3,7 +3,7 @@
 Every formula lives in :func:`per_token_divergence`; the loss functions returned by
 :func:`get_loss` only reduce it over the response tokens.
 
-Conventions (methods.md sections 1.3, 4, 5):
+Conventions (docs/protocol.md sections 1.3, 4, 5):
 
 * logits are ``[B, L, V]`` and already aligned (position i predicts token i+1);
 * ``p`` is the teacher softmax, ``q`` the student softmax, both at temperature T
@@ -39,7 +39,7 @@ TAID = "taid"
 _ACCEPTED = LOSS_NAMES + (TAID,)
 
 # Whether POCL's released ``tem_*`` losses (pocl/losses.py) multiply by T^2. The
-# choice is inconsistent across losses (methods.md section 1.3), so a method that
+# choice is inconsistent across losses (docs/protocol.md section 1.3), so a method that
 # reproduces POCL passes ``scale_by_t2=POCL_RELEASED_T2[name]``. The released
 # ``tem_tv_distance`` crashes (undefined names); it would not have scaled.
 POCL_RELEASED_T2 = {

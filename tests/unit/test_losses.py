@@ -81,7 +81,7 @@ CE_FORM = ("fkl", "sfkl")
 
 def test_public_names():
     assert LOSS_NAMES == ("fkl", "rkl", "jsd", "tvd", "sfkl", "srkl")
-    # methods.md section 1.3: which tem_* losses of pocl/losses.py multiply by T^2.
+    # docs/protocol.md section 1.3: which tem_* losses of pocl/losses.py multiply by T^2.
     assert POCL_RELEASED_T2 == {"fkl": True, "rkl": False, "jsd": True, "tvd": False,
                                 "sfkl": False, "srkl": True}
 
