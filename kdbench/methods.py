@@ -356,6 +356,15 @@ def run_name(method: str, variant: str, n_variants: int) -> str:
     return method if n_variants == 1 and variant == "default" else f"{method}-{variant}"
 
 
+def _check_profile_has_signal(hparams: dict, config: dict, where: str) -> None:
+    """A method ranking by the sampled Rouge-L needs the profile to sample (``profile.samples`` > 0)."""
+    samples = (config.get("profile") or {}).get("samples", 1)
+    signal = hparams.get("signal")
+    if "student_rouge_l_sampled" in ([signal] if isinstance(signal, str) else signal or []) and not samples:
+        raise ConfigError(f"{where}: 'student_rouge_l_sampled' needs sampled generations in the difficulty "
+                          f"profile, but profile.samples is {samples}; set profile.samples > 0 or another signal")
+
+
 def resolve_runs(config: dict, methods: dict[str, MethodInfo]) -> dict[str, RunSpec]:
     """Every run the config asks for, in table order. Unknown names are errors naming the config key."""
     section = config.get("methods") or {}
@@ -385,6 +394,7 @@ def resolve_runs(config: dict, methods: dict[str, MethodInfo]) -> dict[str, RunS
         for variant in chosen:
             cfg = make_config(info, variant, user.get("hparams") or {}, where=f"config key methods.settings.{name}.hparams")
             hparams = dataclasses.asdict(cfg)
+            _check_profile_has_signal(hparams, config, f"config key methods.settings.{name}.hparams.signal")
             label = info.display_name if len(variants) == 1 else f"{info.display_name} ({variant.upper()})"
             rname = run_name(name, variant, len(variants))
             runs[rname] = RunSpec(rname, name, variant, label, info.version, hparams,

@@ -575,8 +575,8 @@ def difficulty_table(results: Path, labels: dict[str, str], identities: dict[str
         for run, identity in identities.items():
             if identity.get("method") not in available:
                 continue
-            spec = RunSpec(run, identity["method"], identity["variant"], run, identity["version"],
-                           identity["hparams"], True, True, 0)
+            spec = RunSpec(run, identity["method"], identity.get("variant", "default"), run,
+                           identity.get("version", 0), identity.get("hparams") or {}, True, True, 0)
             hardness = instantiate(spec, available).hardness(profile)
             if hardness is None:
                 continue
@@ -628,6 +628,7 @@ def per_level_table(examples: dict[tuple, ExampleScores], labels: dict[str, str]
     data = data[columns].reset_index(drop=True)
     wide = data.pivot_table(index=["run", "eval_set", "family"], columns="level", values="exact_match",
                             sort=False)
+    wide = wide.reindex(sorted(wide.columns), axis=1)
     display_rows = []
     for (run, eval_set, fam), row in wide.iterrows():
         cells = {"Model": run_label(run, labels), "Eval set": set_info[eval_set]["display_name"], "Family": fam}

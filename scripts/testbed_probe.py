@@ -32,12 +32,13 @@ from kdbench.train import LiveTeacher, TrainConfig, train
 
 DEFAULTS = {
     "seed": 1234,
-    "sizes": {"teacher_pool": 12000, "student_pool": 1000, "train": 2000, "test": 200, "ood": 200},
+    "sizes": {"teacher_pool": 32000, "student_pool": 4000, "train": 2000, "test": 600, "ood": 300},
+    "template": "compact",
     "noise": {"rate": 0.3, "kind": "swap"},
     "vocab_size": 800,
     "max_prompt_tokens": 160, "max_length": 192,
     "teacher": {"layers": 4, "hidden": 128, "epochs": 4, "lr": 2e-3, "batch": 32},
-    "student": {"layers": 2, "hidden": 64, "warmup_epochs": 2, "epochs": 8, "lr": 3e-3, "batch": 32,
+    "student": {"layers": 2, "hidden": 64, "warmup_epochs": 2, "epochs": 16, "lr": 3e-3, "batch": 32,
                 "train_seed": 1},
     "kd_losses": ["fkl"],
     "eval": {"seeds": [10, 20], "max_new_tokens": 16, "batch_size": 100},
@@ -78,7 +79,7 @@ def score(model, tokenizer, records, cfg, decoding, seed):
     preds, _ = generate(model, tokenizer, [r.prompt for r in records], max_prompt_tokens=cfg["max_prompt_tokens"],
                         decoding=dec, seed=seed, batch_size=cfg["eval"]["batch_size"], device=torch.device("cpu"))
     refs = [list(r.references) for r in records]
-    return np.array(rouge_l(preds, refs)), np.array(exact_match(preds, refs)) * 100, preds
+    return np.array(rouge_l(preds, refs)), np.array(exact_match(preds, refs)), preds
 
 
 def evaluate(model, tokenizer, splits, cfg) -> dict:
@@ -139,11 +140,13 @@ def main(argv=None) -> int:
     torch.set_num_threads(cfg["threads"])
     t_all = time.perf_counter()
     report = {"config": cfg, "timings": {}}
-    suite = generate_suite(cfg["seed"], cfg["sizes"], noise=cfg["noise"])
+    suite = generate_suite(cfg["seed"], cfg["sizes"], noise=cfg["noise"], template=cfg["template"],
+                           families=cfg.get("families"))
     recs = {split: [record_from_json(r, f"{split}:{i}") for i, r in enumerate(rows)] for split, rows in suite.items()}
     # The tokenizer and the teacher depend only on the teacher pool and the teacher's settings: cached.
     from kdbench.io import sha256_json
-    key = sha256_json({k: cfg[k] for k in ("seed", "vocab_size", "teacher", "max_length")}
+    key = sha256_json({k: cfg[k] for k in ("seed", "vocab_size", "teacher", "max_length", "template")}
+                      | {"generator": sha256_json(suite["teacher_pool"][:50])}
                       | {"pool": cfg["sizes"]["teacher_pool"], "with_train": cfg["teacher"].get("with_train") and cfg["noise"]})[:16]
     work = args.work / key
     if not (work / "tok").is_dir():

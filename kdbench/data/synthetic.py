@@ -6,20 +6,19 @@ objects) and numbers written as digits, in the MiniLLM prompt template. The answ
 function of instruction and input: a short list of words or numbers separated by single spaces.
 
 **The level makes a task harder, not its answer longer.** Within a family every answer has the same
-number of items at every level; the level L adds distractors or operations:
+number of items at every level; the level L adds distractors (or packs them closer to the answer):
 
-==========  ================================================  =================  ========
-family      task                                              level L adds       answer
-==========  ================================================  =================  ========
-select      the 3 words of a category, in input order         2L distractors     3 words
-sort        the 3 alphabetically first of 2L+2 words          candidates         3 words
-lookup      the values of 2 quoted keys in a table            2L+1 pairs         2 numbers
-max         the 2 largest of 2L+1 numbers, largest first      candidates         2 numbers
-count       how often 2 quoted words occur (1..L+1 times)     occurrences, words 2 numbers
-arith       3 numbers after L chained additions/subtractions  operations         3 numbers
-index       the words at 3 given positions of 2L+3 words      positions          3 words
-repeat      the 2 words that occur twice among 2L+4 words     candidates         2 words
-==========  ================================================  =================  ========
+==========  ===================================================  =======================  ========
+family      task                                                 level L adds             answer
+==========  ===================================================  =======================  ========
+select      the 3 words of a category, in input order            2(L-1) distractors       3 words
+backward    the 3 words of a category, in reverse input order    2(L-1) distractors       3 words
+count       how often 2 quoted words occur (1..3 times each)     2(L-1) distractor words  2 numbers
+repeat      the 2 words that occur twice, in first-seen order    2(L-1) distinct words    2 words
+sort        the 3 alphabetically first words                     2L words, packed closer  3 words
+max         the 2 largest numbers, largest first                 2L numbers, packed       2 numbers
+                                                                 closer; gap narrows
+==========  ===================================================  =======================  ========
 
 Levels 1-5 are in distribution; the out-of-distribution split uses levels 6 and 7 (same rules).
 
@@ -40,7 +39,7 @@ the same seed gives byte-identical records and adding a split never changes anot
 assigned to (family, level) cells round-robin (families and levels balanced to within one example), then
 shuffled with the split's seed. Prompts are unique within a split, and no evaluation split shares an
 example (family, input and query, hence its prompt) with any training-side split (``train``, ``*_pool``);
-pools share none with ``train``.
+pools share none with ``train`` (they may share some with each other, as two pretraining corpora can).
 """
 
 from __future__ import annotations
@@ -89,10 +88,10 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
         "Which three of these words come first alphabetically? List them in order.",
         "Give the first three words of the list in alphabetical order.",
     ),
-    "lookup": (
-        "What are the values of {query} in the table?",
-        "Look up {query} in the table below and give their values.",
-        "Find the numbers paired with {query}.",
+    "backward": (
+        "List the {query} in the following words, last one first.",
+        "Which of the words below are {query}? Write them in reverse order.",
+        "Write only the {query} from the list, from the last to the first.",
     ),
     "max": (
         "Write the two largest numbers, largest first.",
@@ -113,10 +112,6 @@ PARAPHRASES: dict[str, tuple[str, ...]] = {
 
 # A generator returns (query, input, answer items); query fills the instruction's {query} slot.
 _Gen = Callable[[random.Random, int], tuple[str, str, list[str]]]
-
-
-def _number(rng: random.Random) -> int:
-    return rng.randint(*NUMBER_RANGE)
 
 
 def _quoted(words: Sequence[str]) -> str:
@@ -160,9 +155,11 @@ def _gen_sort(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
 
 
 def _gen_max(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    # The level crowds the answer: the largest number comes closer to the second, and the 2L
+    # distractors pack closer below the second.
     width = 48
     second = rng.randint(NUMBER_RANGE[0] + width, NUMBER_RANGE[1] - 1)
-    first = rng.randint(second + 1, NUMBER_RANGE[1])
+    first = rng.randint(second + 1, min(NUMBER_RANGE[1], second + _near_window(level, width) // 2))
     below = range(second - _near_window(level, width), second)
     nums = [first, second] + rng.sample(below, 2 * level)
     rng.shuffle(nums)
@@ -178,12 +175,9 @@ def _gen_count(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
     return _quoted(asked), " ".join(words), [str(c) for c in counts]
 
 
-def _gen_lookup(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
-    keys = rng.sample(VOCAB, 2 + _distractors(level))
-    values = [_number(rng) for _ in keys]
-    asked = rng.sample(range(len(keys)), 2)
-    table = ", ".join(f"{k}: {v}" for k, v in zip(keys, values))
-    return _quoted([keys[i] for i in asked]), table, [str(values[i]) for i in asked]
+def _gen_backward(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
+    query, inp, members = _gen_select(rng, level)
+    return query, inp, members[::-1]
 
 
 def _gen_repeat(rng: random.Random, level: int) -> tuple[str, str, list[str]]:
@@ -200,11 +194,11 @@ _GENERATORS: dict[str, _Gen] = {
     "sort": _gen_sort,
     "max": _gen_max,
     "count": _gen_count,
-    "lookup": _gen_lookup,
+    "backward": _gen_backward,
     "repeat": _gen_repeat,
 }
 FAMILIES: tuple[str, ...] = tuple(_GENERATORS)
-_NUMERIC_FAMILIES = frozenset({"lookup", "max", "count"})
+_NUMERIC_FAMILIES = frozenset({"max", "count"})
 
 # Regeneration attempts per example before giving up on a unique prompt.
 _MAX_ATTEMPTS = 200
@@ -425,8 +419,8 @@ def generate_suite(seed: int, sizes: Mapping[str, int], id_levels: Iterable[int]
     "ood": 200}``).
 
     The split named "ood" uses ``ood_levels``, every other split ``id_levels``. Training-side splits
-    (``train``, then the ``*_pool`` splits) are generated first, each avoiding the examples of those
-    before it; no evaluation split shares an example with any of them. Ids ("syn-<split>-<index>")
+    (``train``, then the ``*_pool`` splits) are generated first; a pool shares no example with train;
+    no evaluation split shares an example with any of them. Ids ("syn-<split>-<index>")
     are unique across the suite. Returned in the order of ``sizes``.
     """
     if template not in TEMPLATES:
@@ -448,13 +442,18 @@ def generate_suite(seed: int, sizes: Mapping[str, int], id_levels: Iterable[int]
     order = sorted(sizes, key=lambda s: (s != "train", not is_training_split(s), s))
     suite: dict[str, list[dict]] = {}
     training_keys: set[str] = set()
+    train_keys: frozenset[str] = frozenset()
     for split in order:
         lv = ood_lv if split == "ood" else id_lv
         if is_training_split(split):
-            # duplicates inside a training split are tolerated only once the example space is nearly used up
-            rows, keys = _generate(split, sizes[split], seed, lv, fams, frozenset(training_keys), (),
+            # A pool avoids the distillation set (so that training on it is not training on train) but not
+            # the other pools: each pool depends only on the seed, its size and train.
+            # Duplicates inside a training split are tolerated only once the example space is nearly used up.
+            rows, keys = _generate(split, sizes[split], seed, lv, fams, train_keys, (),
                                    allow_duplicates=True, noise=noise, template=template)
             training_keys |= keys
+            if split == "train":
+                train_keys = frozenset(keys)
         else:
             rows, _ = _generate(split, sizes[split], seed, lv, fams, training_keys, (), allow_duplicates=False,
                                 noise=noise, template=template)

@@ -20,7 +20,7 @@ TRANSITIONS = ("linear", "step")
 @dataclass
 class L2MKDConfig(LossConfig):
     loss: str = "sfkl"
-    signal: str = "student_rouge_l"
+    signal: str | list[str] = "student_rouge_l"   # a profile signal, or several fused by reciprocal rank
     num_stages: int = 4
     epochs_per_stage: int | None = None
     alpha_start: float = 0.0
@@ -29,14 +29,21 @@ class L2MKDConfig(LossConfig):
     kd_ratio: float = 1.0
     temperature: float = 1.0
 
+    @property
+    def signals(self) -> list[str]:
+        return [self.signal] if isinstance(self.signal, str) else list(self.signal)
+
     def validate(self) -> None:
         super().validate()
         if self.loss != "sfkl":
             raise ValueError(f"L2M-KD moves from KLD to skew KLD, so loss must be 'sfkl', got '{self.loss}'")
         if self.num_stages < 2:
             raise ValueError(f"num_stages must be at least 2, got {self.num_stages}")
-        if self.signal not in SIGNALS:
-            raise ValueError(f"signal '{self.signal}' is not one of {', '.join(SIGNALS)}")
+        for name in self.signals:
+            if name not in SIGNALS:
+                raise ValueError(f"signal '{name}' is not one of {', '.join(SIGNALS)}")
+        if not self.signals:
+            raise ValueError("signal must name at least one profile signal")
         if self.transition not in TRANSITIONS:
             raise ValueError(f"transition '{self.transition}' is not one of {', '.join(TRANSITIONS)}")
         for name in ("alpha_start", "alpha_end"):
@@ -57,7 +64,7 @@ class L2MKD(Method):
         return {"alpha": alpha, "temperature": c.temperature, "kd_ratio": c.kd_ratio}
 
     def hardness(self, profile):
-        return -fused_easiness(profile, [self.config.signal])
+        return -fused_easiness(profile, self.config.signals)
 
     def schedule(self, ctx):
         return cumulative_curriculum(ctx, self.hardness(ctx.difficulty.loc[list(ctx.example_ids)]),

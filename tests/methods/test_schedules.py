@@ -150,3 +150,16 @@ def test_taid_update_matches_reference_formula(methods, runs):
     restored = build(methods, runs, "taid")
     restored.load_state_dict(method.state_dict())
     assert restored.state_dict() == method.state_dict()
+
+
+def test_taid_adaptive_term_acts_only_beyond_the_budget_its_alpha_implies(methods, runs):
+    """With the paper's alpha = 5e-4 the adaptive increment alpha·sigmoid(m)·(1 − t) <= 3e-4 per step at
+    t_start 0.4 is smaller than the linear floor's slope 0.6/N unless N is above ~4000 steps: in a
+    1000-step run t is exactly linear (methods/taid/README.md), in a 12000-step run the adaptive term acts."""
+    for total, acts in ((1000, False), (12000, True)):
+        losses = list(np.exp(-np.linspace(0, 3, total)) + 0.5)
+        method = build(methods, runs, "taid")
+        ts = _taid_trace(method, losses, total_steps=total)
+        assert (method.adaptive_steps > 0) == acts, (total, method.adaptive_steps)
+        linear = [0.4 + 0.6 * n / total for n in range(total)]
+        assert any(t > lin + 1e-9 for t, lin in zip(ts, linear)) == acts

@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def case_broken_method_py(tmp_path):
 
 def case_method_yaml_bad_type(tmp_path):
     _broken_methods(tmp_path, lambda d: (d / "method.yaml").write_text(
-        (d / "method.yaml").read_text().replace("version: 1", "version: one")))
+        re.sub(r"(?m)^version: \d+$", "version: one", (d / "method.yaml").read_text(), count=1)))
 
 
 def case_result_other_schema_version(tmp_path):
@@ -177,7 +178,7 @@ def case_positions_shorter_than_sequences(tmp_path):
 
 def case_zero_training_examples(tmp_path):
     load_config("config/config.yaml", [_override(tmp_path, "data:\n  source: {source: synthetic, sizes: {train: 0, dev: 20}}"
-                                                "\n  max_prompt_tokens: 128\n  max_length: 192\n")])
+                                                "\n  max_prompt_tokens: 96\n  max_length: 128\n")])
 
 
 def case_missing_configfile(tmp_path):
@@ -269,7 +270,7 @@ CASES = [
     (case_heads_do_not_divide_hidden_size, ConfigError, ["override.yaml", "student.model.architecture.hidden_size = 15",
                                                          "student.model.architecture.num_attention_heads = 2"]),
     (case_positions_shorter_than_sequences, ConfigError, ["teacher.model.architecture.max_position_embeddings = 100",
-                                                          "192"]),
+                                                          "(128: data.max_length"]),
     (case_zero_training_examples, ConfigError, ["override.yaml", "data.source", "'sizes.train'", "positive integer"]),
     (case_missing_configfile, ConfigError, ["nope.yaml", "not found"]),
     (case_yaml_syntax_error, ConfigError, ["override.yaml:3", "malformed YAML"]),
@@ -319,7 +320,7 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
 @pytest.mark.parametrize("override, fragment", [
     ("student:\n  model:\n    init: scratch\n    architecture: {model_type: llama, hidden_size: 15, "
      "num_attention_heads: 2, num_key_value_heads: 2}\n", "student.model.architecture.hidden_size = 15"),
-    ("data:\n  source: {source: synthetic, sizes: {train: 0, dev: 20}}\n  max_prompt_tokens: 128\n  max_length: 192\n",
+    ("data:\n  source: {source: synthetic, sizes: {train: 0, dev: 20}}\n  max_prompt_tokens: 96\n  max_length: 128\n",
      "'sizes.train' must be a positive integer"),
 ], ids=["heads", "zero_train"])
 def test_validate_config_rejects_what_would_fail_jobs_later(tmp_path, capsys, override, fragment):

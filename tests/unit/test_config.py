@@ -19,11 +19,17 @@ def default_config():
 
 
 def test_shipped_configs_are_valid():
-    for overrides in ([], ["config/smoke.yaml"]):
+    # The default and smoke run every method once, with vanilla KD in each loss a method is compared against;
+    # loss-grid runs the full six-loss x POCL grid.
+    every_method = {"vanilla_kd-fkl", "vanilla_kd-sfkl", "vanilla_kd-srkl", "pocl-fkl", "cpd", "l2m_kd", "taid"}
+    for overrides, expected in (([], every_method), (["config/smoke.yaml"], every_method),
+                                (["config/synthetic-gpu.yaml"], every_method), (["config/loss-grid.yaml"], None)):
         cfg = load_config("config/config.yaml", overrides)
         runs = resolve_runs(cfg, discover_methods("methods"))
-        assert {"vanilla_kd-fkl", "pocl-fkl", "cpd", "l2m_kd", "taid"} <= set(runs)
-        assert len(runs) == 15
+        if expected is not None:
+            assert set(runs) == expected
+        else:
+            assert every_method <= set(runs) and len(runs) == 15
 
 
 def test_unknown_key_names_key_suggestion_and_allowed(default_config):
@@ -77,6 +83,15 @@ def test_unknown_hyperparameter_and_bad_value(default_config):
         resolve_runs(cfg, discover_methods("methods"))
 
 
+def test_ranking_by_the_sampled_rouge_needs_a_sampling_profile(default_config):
+    cfg = resolve(copy.deepcopy(default_config), "cfg.yaml")
+    assert "student_rouge_l_sampled" in cfg["methods"]["settings"]["l2m_kd"]["hparams"]["signal"]
+    cfg["profile"]["samples"] = 0
+    with pytest.raises(ConfigError, match=r"methods\.settings\.l2m_kd\.hparams\.signal: 'student_rouge_l_sampled' "
+                                          r"needs sampled generations.*profile\.samples is 0"):
+        resolve_runs(cfg, discover_methods("methods"))
+
+
 def test_prompt_longer_than_sequence_is_rejected(default_config):
     bad = copy.deepcopy(default_config)
     bad["data"]["max_prompt_tokens"] = 512
@@ -103,11 +118,11 @@ def _distill_specs(config: dict) -> dict[str, dict]:
 def test_a_method_train_override_changes_only_that_methods_runs(default_config):
     base = _distill_specs(default_config)
     config = copy.deepcopy(default_config)
-    config["methods"]["settings"] = {"pocl": {"train": {"lr": 1e-4, "global_batch_size": 64}}}
+    config["methods"]["settings"]["pocl"]["train"] = {"lr": 1e-4, "global_batch_size": 64}
     config["training"]["train"]["micro_batch_size"] = 32
     changed = _distill_specs(config)
     pocl = [r for r in base if r.startswith("pocl-")]
-    assert len(pocl) == 6
+    assert pocl == ["pocl-fkl"]
     for run in base:
         if run in pocl:
             train = changed[run]["training"]["train"]

@@ -28,18 +28,18 @@ def _strip_timing(obj):
 def _pipeline(root, cfg):
     stages.prepare_data(data_spec(cfg), root / "data")
     stages.build_tokenizer(tokenizer_spec(cfg), root / "data/train.jsonl", root / "tok")
-    stages.train_teacher(teacher_spec(cfg), root / "data/train.jsonl", root / "tok", root / "teacher", root / "t.json")
-    stages.init_student(student_init_spec(cfg), root / "data/train.jsonl", root / "tok", root / "student", root / "s.json")
+    stages.train_teacher(teacher_spec(cfg), [root / f"data/{s}.jsonl" for s in cfg["teacher"]["data"]], root / "tok", root / "teacher", root / "t.json")
+    stages.init_student(student_init_spec(cfg), [root / f"data/{s}.jsonl" for s in cfg["student"]["warmup_data"]], root / "tok", root / "student", root / "s.json")
     stages.profile_difficulty(profile_spec(cfg), root / "data/train.jsonl", root / "student", root / "teacher",
                               root / "profile.csv", root / "profile.json")
-    run = resolve_runs(cfg, discover_methods("methods"))["pocl-srkl"]
+    run = resolve_runs(cfg, discover_methods("methods"))["pocl-fkl"]
     identity = {**run.identity(), "needs_teacher": True, "needs_profile": True}
-    stages.distill(distill_spec(cfg, identity, 1), "pocl-srkl", Path("methods"), root / "data/train.jsonl",
+    stages.distill(distill_spec(cfg, identity, 1), "pocl-fkl", Path("methods"), root / "data/train.jsonl",
                    root / "student", root / "teacher", root / "profile.csv", root / "run/model", root / "run/train.json")
     stages.prepare_eval_set({**eval_spec(cfg, "synthetic_test"), "data_dir": cfg["data_dir"]}, None,
                             root / "data/test.jsonl", root / "evalset.jsonl", root / "evalset.json")
     stages.evaluate(eval_spec(cfg, "synthetic_test"), root / "run/model", root / "evalset.jsonl", [10, 20],
-                    "pocl-srkl/seed1", root / "eval")
+                    "pocl-fkl/seed1", root / "eval")
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,12 @@ def prepared(tmp_path_factory):
     work = tmp_path_factory.mktemp("kill")
     cfg = load_config("config/config.yaml", ["config/smoke.yaml"])
     cfg["data"]["source"]["sizes"] = {"train": 160, "dev": 8, "test": 8, "ood": 8}
+    cfg["teacher"]["data"] = cfg["student"]["warmup_data"] = ["train"]   # no pretraining pools at these sizes
     cfg["training"]["train"].update(epochs=3, global_batch_size=8, micro_batch_size=8, checkpoint_every=2)
     stages.prepare_data(data_spec(cfg), work / "data")
     stages.build_tokenizer(tokenizer_spec(cfg), work / "data/train.jsonl", work / "tok")
-    stages.train_teacher(teacher_spec(cfg), work / "data/train.jsonl", work / "tok", work / "teacher", work / "t.json")
-    stages.init_student(student_init_spec(cfg), work / "data/train.jsonl", work / "tok", work / "student", work / "s.json")
+    stages.train_teacher(teacher_spec(cfg), [work / f"data/{s}.jsonl" for s in cfg["teacher"]["data"]], work / "tok", work / "teacher", work / "t.json")
+    stages.init_student(student_init_spec(cfg), [work / f"data/{s}.jsonl" for s in cfg["student"]["warmup_data"]], work / "tok", work / "student", work / "s.json")
     run = resolve_runs(cfg, discover_methods("methods"))["taid"]
     identity = {**run.identity(), "needs_teacher": True, "needs_profile": False}
     return work, distill_spec(cfg, identity, 1)

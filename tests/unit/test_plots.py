@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.image as mpimg
 import numpy as np
+import pandas as pd
 import pytest
 
 from kdbench.plots import PLOT_NAMES, build_plots, curriculum_series, plot_difficulty
@@ -50,14 +51,16 @@ def test_figures_are_reproducible(figures, tmp_path):
     out, _ = figures
     results = out.parent / "results"
     config_runs = {r: v[0] for r, v in RUNS.items()}
+    quality = pd.read_csv(out / "difficulty.csv")
     again = build_plots(results, tmp_path, load_scores(results), config_runs, {r: v[1] for r, v in RUNS.items()},
-                        SEEDS, {r: v[2] or "fkl" for r, v in RUNS.items()})
+                        SEEDS, {r: v[2] or "fkl" for r, v in RUNS.items()}, quality)
     for path in again:
         assert path.read_bytes() == (out / path.name).read_bytes(), path.name
 
 
 def test_missing_profile_gives_a_notice_instead_of_failing(tmp_path):
-    notice = plot_difficulty(tmp_path / "results-without-profile", tmp_path / "out" / "difficulty.png")
+    notice = plot_difficulty(tmp_path / "results-without-profile", tmp_path / "out" / "difficulty.png",
+                             pd.DataFrame())
     assert notice.read_bytes()[:8] == PNG_SIGNATURE
     height, width = mpimg.imread(notice).shape[:2]
     assert height < 400 and 0 < ink(notice) < 0.05      # a one-line message, not an empty grid of axes

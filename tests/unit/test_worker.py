@@ -33,6 +33,7 @@ def work(tmp_path_factory):
     root = tmp_path_factory.mktemp("worker")
     cfg = load_config("config/config.yaml", ["config/smoke.yaml"])
     cfg["data"]["source"]["sizes"] = {"train": 32, "dev": 8, "test": 8, "ood": 8}
+    cfg["teacher"]["data"] = cfg["student"]["warmup_data"] = ["train"]   # no pretraining pools at these sizes
     stages.prepare_data(data_spec(cfg), root / "data")
     stages.build_tokenizer(tokenizer_spec(cfg), root / "data/train.jsonl", root / "tok")
     runtime = Path(tempfile.mkdtemp(prefix="kdbw"))      # short: a socket path has at most 107 bytes
@@ -53,7 +54,8 @@ def work(tmp_path_factory):
 def _teacher_argv(root: Path, cfg: dict, out: str, epochs: int = 1) -> list[str]:
     spec = teacher_spec(cfg)
     spec["train"] = {**spec["train"], "epochs": epochs}
-    return ["stage", "teacher", "--threads", "1", "--spec", json.dumps(spec), "--train", str(root / "data/train.jsonl"),
+    return ["stage", "teacher", "--threads", "1", "--spec", json.dumps(spec),
+            "--data", *[str(root / f"data/{split}.jsonl") for split in cfg["teacher"]["data"]],
             "--tokenizer", str(root / "tok"), "--out-dir", str(root / out / "model"),
             "--metrics", str(root / out / "train.json")]
 

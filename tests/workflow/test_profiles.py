@@ -2,9 +2,9 @@
 (config/real-cpu.yaml): their whole DAG (Snakemake dry runs from the project root), every resolved
 hyperparameter against the published values, and what the merge over config/config.yaml leaks in.
 
-The reference values are written out as literals, each with its source in reference/methods.md
-(shared/reference/methods.md), so that a change to a profile, a method default or the config resolver
-that moves a run away from the published setup fails here. Neither profile is run: paper-gpt2 needs the
+The reference values are written out as literals, each with its source in docs/protocol.md (its §
+numbers, which cite the papers and code), so that a change to a profile, a method default or the config
+resolver that moves a run away from the published setup fails here. Neither profile is run: paper-gpt2 needs the
 hub and a GPU node, and real-cpu takes ~30 minutes (docs/profiles.md).
 """
 
@@ -204,21 +204,21 @@ def test_paper_dag_job_specs(paper_dag, paper_cfg, paper_runs):
     (teacher,) = paper_dag.specs("teacher_sft")
     assert teacher["train"] == PAPER_TEACHER_TRAIN
     (profile,) = paper_dag.specs("profile_difficulty")
-    assert profile["profile"] == {"batch_size": 64, "max_new_tokens": 256, "no_repeat_ngram_size": 6}
+    assert profile["profile"] == {"batch_size": 64, "max_new_tokens": 256, "no_repeat_ngram_size": 6, "samples": 0}
     for spec in paper_dag.specs("evaluate"):
         assert spec["decoding"] == {**PAPER_DECODING, "batch_size": 64}
         assert spec["lengths"] == {"max_prompt_tokens": 256, "max_length": 512}
 
 
 # =========================================================================== paper-gpt2: hyperparameters
-# reference/methods.md §6.4 / §1.4 (kd_base.sh): lr 5e-4, 20 epochs, cosine, warmup 0, wd 0.01, clip 1.0,
+# docs/protocol.md §6.4 / §1.4 (kd_base.sh): lr 5e-4, 20 epochs, cosine, warmup 0, wd 0.01, clip 1.0,
 # batch 2/GPU x 4 GPUs, seed 10; lr_min 1e-7 = --lr-min default of the lineage's arguments.py.
 PAPER_TRAIN = {"epochs": 20, "lr": 5e-4, "lr_min": 1e-7, "lr_schedule": "cosine", "warmup_steps": 0,
                "weight_decay": 0.01, "grad_clip": 1.0, "global_batch_size": 8, "micro_batch_size": 2,
                "precision": "bf16", "log_every": 10, "checkpoint_every": 1000}
 # The runs with their own published recipe (every other run uses PAPER_TRAIN):
 # §6.4 sft_base.sh (DistiLLM/POCL): lr 5e-4, 20 epochs, batch 8/GPU x 4 GPUs;
-# §1.4 POCL t0-t3.sh: AdamW lr 1e-4, lr_min 1e-7, warmup 0, wd 0.01, clip 1.0, batch 16/GPU x 4 GPUs.
+# §1.2 POCL t0-t3.sh: AdamW lr 1e-4, lr_min 1e-7, warmup 0, wd 0.01, clip 1.0, batch 16/GPU x 4 GPUs.
 PAPER_RUN_TRAIN = {"sft": {**PAPER_TRAIN, "global_batch_size": 32, "micro_batch_size": 8},
                    "pocl": {**PAPER_TRAIN, "lr": 1e-4, "global_batch_size": 64, "micro_batch_size": 16}}
 # §6.4: GPT-2 XL SFT on Dolly, lr 5e-5, 10 epochs, cosine, wd 0.01, batch 2/GPU x 16 GPUs (MiniLLM).

@@ -52,7 +52,8 @@ DATA_SPLITS = sorted({"synthetic": lambda s: s["sizes"], "jsonl": lambda s: s["f
                       "hf": lambda s: s["splits"], "dolly": lambda s: {"train": 1, "dev": 1}}[SOURCE["source"]](SOURCE))
 CACHE_MODE = CFG["training"]["teacher_cache"]["mode"]
 GPU = 1 if str(CFG["device"]).startswith("cuda") else 0
-TRAIN_THREADS = 2
+TRAIN_THREADS = 1   # one thread per job: N cores run N jobs (1.6x the throughput of 2-thread jobs on 2 cores,
+                    # docs/benchmarks.md), and a job computes the same floats whatever --cores is
 EVAL_THREADS = 1
 
 for _key, _splits in (("teacher.data", CFG["teacher"]["data"]), ("student.warmup_data", CFG["student"]["warmup_data"])):
