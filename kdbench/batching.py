@@ -24,7 +24,13 @@ class Encoded:
 
 def encode_prompt(tokenizer, prompt: str, max_prompt_tokens: int) -> list[int]:
     """Prompts longer than the limit keep their first ``max_prompt_tokens`` tokens (lineage rule)."""
-    return tokenizer(prompt, add_special_tokens=False)["input_ids"][:max_prompt_tokens]
+    return encode_prompts(tokenizer, [prompt], max_prompt_tokens)[0][0]
+
+
+def encode_prompts(tokenizer, prompts: list[str], max_prompt_tokens: int) -> tuple[list[list[int]], int]:
+    """:func:`encode_prompt` for many prompts in one tokenizer call; also returns how many were cut."""
+    full = tokenizer(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    return [ids[:max_prompt_tokens] for ids in full], sum(len(ids) > max_prompt_tokens for ids in full)
 
 
 def encode_example(tokenizer, example_id: str, prompt: str, response: str,

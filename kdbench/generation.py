@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import torch
 
 from kdbench.accounting import GpuClock
-from kdbench.batching import encode_prompt
+from kdbench.batching import encode_prompts
 from kdbench.progress import batch_starts
 
 
@@ -32,7 +32,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_prompt_tokens: int
     """Return one completion per prompt (in input order) and generation statistics (``progress``: the name
     of a progress bar over the prompts)."""
     model.to(device).eval()
-    encoded = [encode_prompt(tokenizer, p, max_prompt_tokens) for p in prompts]
+    encoded, truncated = encode_prompts(tokenizer, prompts, max_prompt_tokens)
     # Longest first: similar lengths share a batch, so little padding is computed.
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i]), i))
     outputs: list[str | None] = [None] * len(encoded)
@@ -66,6 +66,6 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_prompt_tokens: int
     wall = time.perf_counter() - t0
     stats = {"wall_s": wall, "examples": len(prompts), "new_tokens": new_tokens, "prompt_tokens": prompt_tokens,
              "tokens_per_s": new_tokens / wall if wall > 0 else 0.0,
-             "truncated_prompts": sum(1 for p in prompts if len(tokenizer(p, add_special_tokens=False)["input_ids"]) > max_prompt_tokens),
+             "truncated_prompts": truncated,
              **gpu}
     return [o if o is not None else "" for o in outputs], stats
