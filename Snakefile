@@ -41,6 +41,14 @@ rule all:
         table_inputs(None),
 
 
+# `snakemake --report` documents a finished run: refuse, naming the profile and what is missing, instead of
+# a report of whatever tables happen to be on disk (Snakemake would warn once per file and exit 0).
+if any(arg == "--report" or arg.startswith("--report=") for arg in sys.argv[1:]):
+    _missing = [path for path in [*TABLE_FILES, *table_inputs(None)] if not Path(path).exists()]
+    if _missing:
+        raise WorkflowError(console.report_without_results(CFG["name"], CONFIG_SOURCES, R, _missing))
+
+
 # The console (kdbench/console.py): where the logs are, where the tables are, the logs of failed jobs.
 onstart:
     console.on_start(workflow, CFG["name"], f"{R}/logs")

@@ -1,8 +1,4 @@
-"""The ``kdbench`` console script.
-
-User commands:  kdbench tables | new-method NAME | check-method NAME | validate-config FILE
-Workflow jobs:  kdbench stage <job> --spec JSON ...   (called by the Snakemake rules)
-"""
+"""The kdbench console script (user commands; ``stage`` is what the workflow's rules run)."""
 
 from __future__ import annotations
 
@@ -15,6 +11,16 @@ import time
 from pathlib import Path
 
 from kdbench.errors import KDBenchError
+
+DESCRIPTION = """\
+kdbench: a reproducibility benchmark for curriculum knowledge distillation.
+
+The workflow runs with Snakemake (snakemake --cores all [--configfile config/<profile>.yaml]); these
+commands check a profile, rebuild its tables from finished results, score other codebases' predictions,
+and scaffold or check a method. A profile is a name (default, smoke, real-cpu, ...: config/<name>.yaml,
+default is config/config.yaml) or a config file; like the workflow, kdbench reads it merged over
+config/config.yaml.
+"""
 
 
 # Every job's log ends with this line: the wall time of the job's own work inside the process (from the start
@@ -83,19 +89,77 @@ def _run_stage(stages, args: argparse.Namespace) -> None:
         raise KDBenchError(f"unknown stage '{job}'")
 
 
+def _profile_label(files: list[Path]) -> str:
+    return " + ".join(str(f) for f in files)
+
+
+def check_results_belong(results: Path, cfg: dict, label: str) -> None:
+    """Results and config must describe the same experiment: the teacher recorded in the results was trained
+    with the spec the config asks for (where the data live and the device aside). Otherwise every row would
+    come out "missing" with no hint why; name the profile the results do match, if a shipped one does."""
+    from kdbench.config import differing_keys, load_profile, shipped_profiles, teacher_spec
+    from kdbench.errors import ResultError
+
+    def where_not_what(value):     # where the data live and the device say nothing about the experiment
+        if isinstance(value, dict):
+            return {k: where_not_what(v) for k, v in value.items() if k not in ("device", "data_dir")}
+        return value
+
+    def identity(config: dict) -> dict:
+        return where_not_what(json.loads(json.dumps(teacher_spec(config))))
+
+    trained = results / "teacher" / "train.json"
+    if not trained.is_file():
+        raise ResultError(f"{results}: no results of profile '{cfg['name']}' ({trained} is missing); "
+                          f"run the workflow for it first (snakemake --cores all --configfile <its file>)")
+    try:
+        recorded = json.loads(trained.read_text(encoding="utf-8"))["spec"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ResultError(f"{trained}: unreadable result ({exc})") from None
+    recorded = where_not_what(recorded)
+    differ = differing_keys(identity(cfg), recorded)
+    if not differ:
+        return
+    matches = []
+    for name in shipped_profiles():
+        with contextlib.suppress(KDBenchError):      # a broken profile elsewhere must not hide this error
+            if not differing_keys(identity(load_profile(name)), recorded):
+                matches.append(name)
+    hint = (f"; they match profile '{matches[0]}': kdbench tables --profile {matches[0]}" if matches
+            else "; give the profile (and --overrides) they were run with")
+    raise ResultError(f"{results}: these results were not produced by profile '{cfg['name']}' ({label}): its teacher "
+                      f"({trained}) was trained with other settings at {', '.join(differ[:5])}"
+                      f"{' and more' if len(differ) > 5 else ''}{hint}")
+
+
 def cmd_tables(args: argparse.Namespace) -> None:
     from kdbench.tables import build_tables
 
-    config = None
-    if args.config:
-        from kdbench.config import load_config
+    if args.config_json:      # the workflow's paper_tables rule: the expected rows from its own resolved config
+        with job_clock():
+            written = build_tables(Path(args.results), Path(args.out), config_json=json.loads(args.config_json))
+    else:
+        from kdbench.config import load_profile, profile_files, results_dir, tables_dir
 
-        config = load_config(args.config, args.overrides or [])
-    with job_clock():
-        written = build_tables(Path(args.results), Path(args.out), config=config,
-                               config_json=json.loads(args.config_json) if args.config_json else None)
+        files = profile_files(args.profile, args.overrides or [])
+        config = load_profile(args.profile, args.overrides or [])
+        results = Path(args.results) if args.results else results_dir(config)
+        out = Path(args.out) if args.out else tables_dir(config)
+        check_results_belong(results, config, _profile_label(files))
+        with job_clock():
+            written = build_tables(results, out, config=config)
     for path in written:
         print(path)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    from kdbench.config import load_profile
+    from kdbench.score import score_predictions
+
+    data_dir = Path(args.data_dir) if args.data_dir else Path(load_profile("default")["data_dir"])
+    result = score_predictions(Path(args.predictions), args.eval_set, data_dir=data_dir, fmt=args.format,
+                               max_examples=args.max_examples)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def cmd_new_method(args: argparse.Namespace) -> None:
@@ -110,56 +174,110 @@ def cmd_check_method(args: argparse.Namespace) -> None:
 
     report = check_method(args.name, Path(args.methods_root))
     print(json.dumps(report, indent=2))
+    if report["placeholders"]:
+        print(f"kdbench: warning: {len(report['placeholders'])} template placeholder(s) left in "
+              f"{report['directory']} (fill in the paper, the faithfulness and the deviations):", file=sys.stderr)
+        for where in report["placeholders"]:
+            print(f"  {where}", file=sys.stderr)
 
 
 def cmd_validate_config(args: argparse.Namespace) -> None:
-    from kdbench.config import load_config
-    from kdbench.methods import discover_methods, resolve_runs
+    from kdbench.config import WORKFLOW_CONFIG, load_profile, profile_files, results_dir, tables_dir
+    from kdbench.methods import SFT_RUN, discover_methods, resolve_runs
 
-    cfg = load_config(args.config, args.overrides or [])
+    files = profile_files(args.profile, args.overrides or [], standalone=args.standalone)
+    cfg = load_profile(args.profile, args.overrides or [], standalone=args.standalone)
     runs = resolve_runs(cfg, discover_methods(cfg["methods"]["root"]))
-    print(f"{args.config}: valid; {len(runs)} runs: {', '.join(runs)}")
+    seeds, eval_sets, eval_seeds = cfg["training"]["seeds"], cfg["evaluation"]["sets"], cfg["evaluation"]["seeds"]
+    profile = files[0] if args.standalone or len(files) == 1 else files[1]
+    command = "snakemake --cores all" + ("" if profile == WORKFLOW_CONFIG else f" --configfile {profile}")
+    print(f"profile '{cfg['name']}' ({_profile_label(files)}): valid")
+    print(f"  runs ({len(runs) + 1}, each × {len(seeds)} training seed(s) {seeds}): {', '.join([SFT_RUN, *runs])}")
+    print(f"  evaluation: {', '.join(eval_sets)} × {len(eval_seeds)} eval seed(s); results in {results_dir(cfg)}/, "
+          f"tables in {tables_dir(cfg)}/")
+    print(f"  run it: {command}" + ("" if not args.overrides else " (with the --overrides as further --configfile)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kdbench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="kdbench", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    stage = sub.add_parser("stage", help="run one workflow job (used by the Snakemake rules)")
+    stage = sub.add_parser(
+        "stage", help="run one workflow job (what the Snakemake rules call)",
+        description="One workflow job as the Snakemake rules call it (workflow/rules/*.smk): not meant to be typed. "
+                    "The job's resolved spec comes as JSON; its inputs and outputs as paths.")
     stage.add_argument("job", choices=["prepare-data", "eval-set", "tokenizer", "teacher", "student-init",
-                                       "profile", "distill", "evaluate", "teacher-cache"])
-    stage.add_argument("--spec")
-    stage.add_argument("--threads", type=int)
+                                       "profile", "distill", "evaluate", "teacher-cache"], help="which workflow job to run")
+    stage.add_argument("--spec", help="the job's resolved spec (JSON); its hash is the run id")
+    stage.add_argument("--threads", type=int, help="torch intra-op threads (the rule's threads:)")
     for name in ("out-dir", "out", "info", "data-dir", "workflow-split", "train", "tokenizer", "metrics",
                  "student", "teacher", "summary", "profile", "methods-root", "run", "model", "eval-set",
                  "label", "eval-seeds", "cache", "cache-meta"):
-        stage.add_argument(f"--{name}")
+        stage.add_argument(f"--{name}", help=f"the job's {name.replace('-', ' ')} (a path, name or list; see the rule)")
     stage.add_argument("--data", nargs="+", help="training splits (teacher, student-init)")
-    stage.add_argument("--device", default="auto")
+    stage.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     stage.set_defaults(func=cmd_stage)
 
-    tables = sub.add_parser("tables", help="rebuild the paper tables from finished results (no training)")
-    tables.add_argument("--results", default="results/default")
-    tables.add_argument("--out", default="paper_tables/default")
-    tables.add_argument("--config", help="config file (for table settings and expected rows)")
-    tables.add_argument("--overrides", nargs="*", help="further config files merged over --config")
+    profile_help = ("a profile: a name (default, smoke, real-cpu, ...: config/<name>.yaml) or a config file; "
+                    "read merged over config/config.yaml, as the workflow does (default: %(default)s)")
+    tables = sub.add_parser(
+        "tables", help="rebuild a profile's paper tables from its finished results (no training)",
+        description="Rebuild the tables and figures of a profile from the results its workflow run left, "
+                    "without training. The profile says which rows and eval sets are expected: a missing "
+                    "result is an error, and so are results that another profile produced.")
+    tables.add_argument("--profile", "--config", dest="profile", default="default", help=profile_help)
+    tables.add_argument("--overrides", nargs="*", metavar="FILE",
+                        help="further config files merged over the profile (as further --configfile)")
+    tables.add_argument("--results", help="results directory (default: results/<the profile's name>)")
+    tables.add_argument("--out", help="where the tables go (default: <tables.output_dir>/<the profile's name>)")
     tables.add_argument("--config-json", help=argparse.SUPPRESS)
     tables.set_defaults(func=cmd_tables)
 
-    new = sub.add_parser("new-method", help="scaffold methods/NAME from methods/_template")
-    new.add_argument("name")
-    new.add_argument("--methods-root", default="methods")
-    new.set_defaults(func=cmd_new_method)
+    score = sub.add_parser(
+        "score", help="score another codebase's predictions against an eval set (prints JSON)",
+        description="Score a predictions file with kdbench's Rouge-L and exact match and the same protocol checks "
+                    "(one prediction per record, nothing missing or extra). Reads the MiniLLM/DistiLLM/POCL "
+                    "lineage's answers.jsonl ({\"text\": ...} per line, eval-set order) and preds.txt (prompt and "
+                    "response per line, joined by two tabs), or a JSONL with 'id' and 'prediction'. Prints rouge_l "
+                    "and exact_match (x100), n, and under 'lineage' the lineage evaluator's own rounded numbers.")
+    score.add_argument("predictions", help="the predictions file (answers.jsonl, preds.txt or a keyed JSONL)")
+    score.add_argument("--eval-set", required=True,
+                       help="an eval set of the registry (evals/<name>: dolly, selfinst, vicuna, sinst, unni, ...) or a "
+                            "records file the workflow prepared (results/<profile>/evalsets/<name>.jsonl)")
+    score.add_argument("--data-dir", help="folder holding the eval sets' files (default: the default profile's "
+                                          "data_dir, ../shared/data)")
+    score.add_argument("--format", default="auto", choices=["auto", "answers", "preds", "jsonl"],
+                       help="predictions format (default: %(default)s: .txt is preds, JSONL with 'id' is jsonl, "
+                            "other JSONL answers)")
+    score.add_argument("--max-examples", type=int,
+                       help="score only the eval set's first N records (the lineage's --dev-num)")
+    score.set_defaults(func=cmd_score)
 
-    check = sub.add_parser("check-method", help="run a method on a tiny model and data in seconds")
-    check.add_argument("name")
-    check.add_argument("--methods-root", default="methods")
-    check.set_defaults(func=cmd_check_method)
+    for command, func, summary, description, name_help in (
+            ("new-method", cmd_new_method, "scaffold methods/NAME from methods/_template",
+             "Create methods/NAME from methods/_template (method.py, method.yaml, README.md), ready for check-method.",
+             "the new method's directory name (lowercase letters, digits, underscores)"),
+            ("check-method", cmd_check_method, "run a method on a tiny model and data in seconds",
+             "Load methods/NAME, check its metadata and README, and train every variant for a few steps on a tiny "
+             "model and data; prints a JSON report, warns about template placeholders, exits 2 on a problem.",
+             "the method's directory name")):
+        method_command = sub.add_parser(command, help=summary, description=description)
+        method_command.add_argument("name", help=name_help)
+        method_command.add_argument("--methods-root", default="methods", help="where methods live (default: %(default)s)")
+        method_command.set_defaults(func=func)
 
-    validate = sub.add_parser("validate-config", help="validate a config file and list the runs it asks for")
-    validate.add_argument("config")
-    validate.add_argument("--overrides", nargs="*")
+    validate = sub.add_parser(
+        "validate-config", help="validate a profile and list the runs it asks for",
+        description="Validate a profile as the workflow would load it and print its name, runs, seeds, eval sets, "
+                    "where its results and tables go, and the command that runs it. Errors name the file and "
+                    "line or the config key.")
+    validate.add_argument("profile", nargs="?", default="default", help=profile_help)
+    validate.add_argument("--overrides", nargs="*", metavar="FILE",
+                          help="further config files merged over the profile (as further --configfile)")
+    validate.add_argument("--standalone", action="store_true",
+                          help="the profile alone, not merged over config/config.yaml "
+                               "(as snakemake --replace-workflow-config)")
     validate.set_defaults(func=cmd_validate_config)
     return parser
 

@@ -153,6 +153,68 @@ def load_config(path: str | os.PathLike, overrides: list[str | os.PathLike] = ()
     return resolve(config, " + ".join(sources))
 
 
+# --------------------------------------------------------------------------- profiles
+# The Snakefile's `configfile:`. `snakemake --configfile config/<x>.yaml` merges config/<x>.yaml over it, so
+# every profile, overlay or complete, means "this file over config/config.yaml".
+WORKFLOW_CONFIG = Path("config/config.yaml")
+DEFAULT_PROFILE = "default"
+
+
+def shipped_profiles(config_dir: Path = WORKFLOW_CONFIG.parent) -> list[str]:
+    return sorted(DEFAULT_PROFILE if p == WORKFLOW_CONFIG.name else p.removesuffix(".yaml")
+                  for p in os.listdir(config_dir) if p.endswith(".yaml")) if config_dir.is_dir() else []
+
+
+def profile_file(profile: str | os.PathLike) -> Path:
+    """A profile by name ('smoke' is config/smoke.yaml, 'default' config/config.yaml) or by its file."""
+    text = str(profile)
+    if text == DEFAULT_PROFILE:
+        return WORKFLOW_CONFIG
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or os.sep in text:
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    named = WORKFLOW_CONFIG.parent / f"{text}.yaml"
+    if named.is_file():
+        return named
+    raise ConfigError(f"no profile '{text}': no file {named}; profiles here: {', '.join(shipped_profiles()) or 'none'} "
+                      "(or give a config file's path)")
+
+
+def profile_files(profile: str | os.PathLike, overrides: list[str | os.PathLike] = (),
+                  standalone: bool = False) -> list[Path]:
+    """The files, in merge order, of the config `snakemake --configfile <profile> <overrides>` runs
+    (``standalone``: the profile alone, as with Snakemake's --replace-workflow-config)."""
+    path = profile_file(profile)
+    is_base = path.resolve() == WORKFLOW_CONFIG.resolve() if WORKFLOW_CONFIG.exists() else False
+    base = [] if standalone or is_base else [WORKFLOW_CONFIG]
+    return [*base, path, *(Path(p) for p in overrides)]
+
+
+def load_profile(profile: str | os.PathLike, overrides: list[str | os.PathLike] = (),
+                 standalone: bool = False) -> dict:
+    """The resolved config that the workflow runs for ``profile`` (see :func:`profile_files`)."""
+    files = profile_files(profile, overrides, standalone)
+    return load_config(files[0], files[1:])
+
+
+def differing_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted paths at which two JSON-like values differ ('train.lr', 'data.source.sizes.train')."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [path for key in sorted(set(a) | set(b), key=str)
+                for path in differing_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".") or "(value)"]
+
+
+def tables_dir(cfg: dict) -> Path:
+    return Path(cfg["tables"]["output_dir"]) / cfg["name"]
+
+
+def results_dir(cfg: dict) -> Path:
+    return Path("results") / cfg["name"]
+
+
 # --------------------------------------------------------------------------- job specs
 # Each spec holds everything a job's result depends on; its hash is the job's run id, and
 # Snakemake re-runs a job when its spec (a rule param) changes.

@@ -96,6 +96,16 @@ def on_success(name: str, tables_dir: str, logs_dir: str) -> None:
     _say(f"{name} done: tables in {tables_dir}/, job logs in {logs_dir}/")
 
 
+def report_without_results(name: str, sources: str, results: str, missing: list[str]) -> str:
+    others = sorted(p.name for p in Path(results).parent.glob("*") if p.is_dir() and p.name != name) \
+        if Path(results).parent.is_dir() else []
+    hint = (f"; results of other profiles here: {', '.join(others)} (give its --configfile config/<name>.yaml)"
+            if others else "")
+    return (f"kdbench: no report for profile '{name}' ({sources}): {len(missing)} of its results and tables are "
+            f"missing, e.g. {missing[0]}. Run it first (snakemake --cores all with the same --configfile), "
+            f"then the report{hint}")
+
+
 def unfinished_logs(logs_dir: str | Path, since: float) -> list[Path]:
     """Logs written since ``since`` that do not end with the job's ``job_s`` line: failed or interrupted jobs."""
     found = []

@@ -236,12 +236,20 @@ def plot_training_curves(results: Path, path: Path, labels: dict[str, str], seed
     seed_color = {s: palette[i % len(palette)] for i, s in enumerate(seeds)}
     restarts_drawn = False
     for ax, (title, runs) in zip(axes.flat, panels):
+        last_step, most_points = 1, 0
         for seed, metrics in runs:
             history = metrics.get("history") or []
             steps = [h["step"] for h in history]
             losses = [h["loss"] for h in history]
             ax.plot(steps, losses, color=seed_color.get(seed, "0.15"), linewidth=1.3,
                     marker="o" if len(steps) <= 20 else None, markersize=3)
+            last_step = max([last_step, *steps, metrics.get("total_steps") or metrics.get("steps") or 0])
+            most_points = max(most_points, len(steps))
+        # The whole run on the x axis, so that a short run's few logged steps sit where they happened.
+        ax.set_xlim(0, last_step * 1.02)
+        if most_points < 3:
+            ax.text(0.5, 0.9, f"{most_points} logged step(s) of {last_step}: too few for a curve",
+                    transform=ax.transAxes, ha="center", fontsize=7, color="0.35")
         first = runs[0][1]
         trace = first.get("trace") or []
         for prev, entry in zip(trace, trace[1:]):

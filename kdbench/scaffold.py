@@ -14,6 +14,23 @@ import torch
 from kdbench.errors import ConfigError, MethodError
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
+# What methods/_template leaves for the author to fill in: its TODO markers, the scaffold's name tokens and
+# the README's placeholder reference.
+PLACEHOLDER = re.compile(r"\bTODO\b|__(?:NAME|CLASS|DISPLAY)__|<repo@commit>")
+DESCRIBED_FILES = ("method.yaml", "README.md", "method.py")
+
+
+def template_placeholders(directory: Path) -> list[str]:
+    """'file:line: text' for every template placeholder still in a method's files."""
+    found = []
+    for name in DESCRIBED_FILES:
+        path = directory / name
+        if not path.is_file():
+            continue
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if PLACEHOLDER.search(line):
+                found.append(f"{path}:{lineno}: {line.strip()[:100]}")
+    return found
 
 
 def new_method(name: str, methods_root: Path) -> Path:
@@ -55,7 +72,8 @@ def check_method(name: str, methods_root: Path, seed: int = 0) -> dict[str, Any]
     info: MethodInfo = methods[name]
     runs = resolve_runs({"methods": {"include": [name]}}, methods)
     rows = [record_from_json(r, f"synthetic:{i}") for i, r in enumerate(generate_examples("train", 24, seed))]
-    report: dict[str, Any] = {"method": name, "directory": str(info.directory), "variants": {}}
+    report: dict[str, Any] = {"method": name, "directory": str(info.directory), "variants": {},
+                              "placeholders": template_placeholders(info.directory)}
     with tempfile.TemporaryDirectory() as tmp:
         train_bpe_tokenizer([t for r in rows for t in (r.prompt, r.output)], 320, tmp)
         tokenizer = load_tokenizer(tmp)

@@ -15,6 +15,7 @@ build_tables() also draws the figures of kdbench.plots next to the tables.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -336,7 +337,7 @@ def run_label(run: str, labels: dict[str, str]) -> str:
 def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[str], set_info: dict,
                  comparisons: pd.DataFrame | None = None, pairs: dict[str, str | None] | None = None,
                  alpha: float = 0.05, samples: int = 2000, baseline: str = "vanilla_kd",
-                 unpaired: list[str] | None = None) -> Table:
+                 unpaired: list[str] | None = None, non_default: dict[str, list[str]] | None = None) -> Table:
     order = row_order(list(scores.run.unique()), labels)
     found = {} if comparisons is None else {(r["run"], r["column"]): r for r in comparisons.to_dict("records")}
     pairs = pairs or {}
@@ -366,6 +367,7 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
                         "training_seeds"):
                 data[f"{column}_{key}"] = cmp.get(key)
         data["paired_draws"] = avg_cmp["n_draws"] if avg_cmp else None
+        data["non_default_settings"] = "; ".join((non_default or {}).get(run, [])) or None
         display_rows.append(cells)
         data_rows.append(data)
     footnotes = ["Rouge-L (F, ×100), mean ± sd over n = training seeds × eval seeds; Avg. averages the eval "
@@ -384,6 +386,10 @@ def scores_table(scores: pd.DataFrame, labels: dict[str, str], eval_sets: list[s
             footnotes.append(f"One training seed: no {MARK_BETTER}/{MARK_WORSE} or {MARK_NOISE} marks, since no "
                              "test can tell a difference from what retraining with another seed does (Δ and p "
                              "over examples and eval seeds are in the CSV).")
+    for run in order:
+        if (non_default or {}).get(run):
+            footnotes.append(f"{run_label(run, labels)} ran with settings other than its method's defaults: "
+                             + "; ".join(non_default[run]) + ".")
     if unpaired:
         footnotes.append(f"No paired test (no '{baseline}' run with the same loss in this config): "
                          + ", ".join(run_label(r, labels) for r in unpaired) + ".")
@@ -527,6 +533,37 @@ def run_hparams(results: Path, runs: list[str], seeds: list[int]) -> dict[str, d
                      None)
         out[run] = (read_result(found, "train")["spec"].get("run") or {}) if found else {}
     return out
+
+
+def non_default_settings(identities: dict[str, dict], methods_root: str | Path = "methods") -> dict[str, list[str]]:
+    """Per run, each hyperparameter that differs from its method variant's defaults and each run-specific
+    optimiser setting (methods.settings.<m>.train), as 'key = value (default: value)'."""
+    from kdbench.config import differing_keys
+    from kdbench.methods import discover_methods, make_config
+
+    available = None
+    out: dict[str, list[str]] = {}
+    for run, identity in identities.items():
+        if not identity.get("method"):
+            continue
+        available = available if available is not None else discover_methods(methods_root)
+        info = available.get(identity["method"])
+        notes = []
+        if info is not None:
+            defaults = json.loads(json.dumps(dataclasses.asdict(make_config(info, identity.get("variant", "default"), {}))))
+            used = identity.get("hparams") or {}
+            for key in differing_keys(defaults, used):
+                notes.append(f"{key} = {_dig(used, key)!r} (default: {_dig(defaults, key)!r})")
+        notes += [f"training.{key} = {value!r} (this run only)" for key, value in sorted((identity.get("train") or {}).items())]
+        if notes:
+            out[run] = notes
+    return out
+
+
+def _dig(mapping: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        mapping = mapping.get(part) if isinstance(mapping, dict) else None
+    return mapping
 
 
 def _fmt_rho(value: float, degenerate: bool) -> str:
@@ -681,6 +718,23 @@ def write_table(table: Table, out_dir: Path) -> list[Path]:
     return written
 
 
+RUNS_FILE = "runs.csv"
+
+
+def runs_long(scores: pd.DataFrame, labels: dict[str, str], methods: dict[str, str],
+              non_default: dict[str, list[str]]) -> pd.DataFrame:
+    """Every collected result, one row per run x training seed x eval set x eval seed, for one's own analysis."""
+    frame = scores.copy()
+    frame.insert(1, "model", [run_label(r, labels) for r in frame.run])
+    frame.insert(2, "method", [TEACHER_RUN if r == TEACHER_RUN else SFT_RUN if r == SFT_RUN else methods.get(r, r)
+                               for r in frame.run])
+    frame = frame.rename(columns={"seed": "training_seed"})
+    frame["non_default_settings"] = ["; ".join(non_default.get(r, [])) or None for r in frame.run]
+    order = {r: i for i, r in enumerate(row_order(list(frame.run.unique()), labels))}
+    return frame.sort_values(["run", "training_seed", "eval_set", "eval_seed"],
+                             key=lambda c: c.map(order) if c.name == "run" else c).reset_index(drop=True)
+
+
 def expected_from_config(config: dict) -> dict[str, Any]:
     """What the workflow's paper_tables rule passes as --config-json, computed from a loaded config."""
     from kdbench.methods import discover_methods, resolve_runs
@@ -730,12 +784,16 @@ def build_tables(results: Path, out_dir: Path, config: dict | None = None,
     methods_root = (expected or {}).get("methods_root", "methods")
     written = []
     difficulty = difficulty_table(results, labels, identities, methods_root)
+    non_default = non_default_settings(identities, methods_root)
     for table in (scores_table(scores, labels, eval_sets, set_info, comparisons, pairs, alpha, samples, baseline,
-                               unpaired),
+                               unpaired, non_default),
                   runtime_table(results, scores, labels, methods, seeds, baseline, pairs),
                   difficulty, per_level_table(examples, labels, eval_sets, set_info),
                   curriculum_table(results, labels, seeds)):
         written += write_table(table, out_dir)
+    runs_path = out_dir / RUNS_FILE
+    write_text_atomic(runs_path, runs_long(scores, labels, methods, non_default).to_csv(index=False))
+    written.append(runs_path)
     if plots:
         from kdbench.plots import build_plots
 

@@ -36,6 +36,7 @@ def test_manifest_readme_and_faithfulness(name):
 @pytest.mark.parametrize("name", METHOD_DIRS)
 def test_check_method_runs_every_variant(name):
     report = check_method(name, Path("methods"))
+    assert report["placeholders"] == [], "a shipped method still has template placeholders"
     assert report["variants"]
     for variant, result in report["variants"].items():
         assert result["steps"] > 0, variant
@@ -54,6 +55,20 @@ def test_new_method_scaffold_is_discovered_and_passes_check(tmp_path):
     assert "my_method" in discover_methods(root)
     report = check_method("my_method", root)
     assert report["variants"]["my_method"]["steps"] > 0
+    # ...but the template's placeholders are reported, each with file and line
+    assert any(p.startswith(f"{root / 'my_method' / 'method.yaml'}:6: ") and "TODO: paper title" in p
+               for p in report["placeholders"])
+    assert any(str(root / "my_method" / "README.md") in p for p in report["placeholders"])
+
+
+def test_check_method_warns_about_placeholders_on_the_console(tmp_path, capsys):
+    from kdbench.cli import main
+
+    root = _copy_methods(tmp_path)
+    new_method("my_method", root)
+    assert main(["check-method", "my_method", "--methods-root", str(root)]) == 0
+    err = capsys.readouterr().err
+    assert "kdbench: warning:" in err and "template placeholder(s) left" in err and "method.yaml:6:" in err
     with pytest.raises(MethodError, match="already exists"):
         new_method("my_method", root)
 

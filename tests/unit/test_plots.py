@@ -81,3 +81,51 @@ def test_curriculum_series_follow_the_trace_and_history():
     temperature = curriculum_series({"trace": trace, "history": history[4::5], "total_steps": total},
                                     40)["temperature"]
     assert temperature[0] == (0.0, 1.0) and {y for _, y in temperature} == {1.0}
+
+
+def test_a_short_run_is_drawn_on_its_whole_step_range_and_says_so(tmp_path, monkeypatch):
+    """A run that logged one step (smoke-sized) gets its full x range and a note, not a dot on odd axes."""
+    import json
+
+    from kdbench import plots
+    from kdbench.methods import SFT_RUN
+
+    results, _ = make_results(tmp_path, effects={})
+    for seed in SEEDS:
+        path = results / "runs" / SFT_RUN / f"seed{seed}" / "train.json"
+        doc = json.loads(path.read_text())
+        doc["metrics"]["history"] = doc["metrics"]["history"][-1:]
+        doc["metrics"]["history"][0]["step"] = 8
+        doc["metrics"]["total_steps"] = 10
+        path.write_text(json.dumps(doc))
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plots.plot_training_curves(results, tmp_path / "curves.png", {r: v[0] for r, v in RUNS.items()}, SEEDS)
+    panel = next(ax for ax in drawn["fig"].axes if ax.get_title() == "SFT (student)")
+    assert panel.get_xlim()[0] == 0 and panel.get_xlim()[1] >= 10
+    assert any("1 logged step(s) of 10" in t.get_text() for t in panel.texts)
+    longer = next(ax for ax in drawn["fig"].axes if ax.get_title() not in ("", "SFT (student)") and ax.lines)
+    assert not any("too few" in t.get_text() for t in longer.texts)
+
+
+def test_every_curriculum_method_with_levels_appears_in_the_mean_level_panel(tmp_path, monkeypatch):
+    import json
+
+    from kdbench import plots
+
+    results, _ = make_results(tmp_path, effects={})
+    for seed in SEEDS:          # CPD's real trace carries the subset's mean true level too
+        path = results / "runs" / "cpd" / f"seed{seed}" / "train.json"
+        doc = json.loads(path.read_text())
+        for i, entry in enumerate(doc["metrics"]["trace"]):
+            entry["mean_true_level"] = 1.2 + 0.4 * i
+        path.write_text(json.dumps(doc))
+    drawn = {}
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    plots.plot_curriculum(results, tmp_path / "curriculum.png", {r: v[0] for r, v in RUNS.items()},
+                          {r: v[1] for r, v in RUNS.items()}, SEEDS, {r: v[2] or "fkl" for r, v in RUNS.items()})
+    panel = next(ax for ax in drawn["fig"].axes if ax.get_title() == "Mean true level of the epoch's subset")
+    curves = {tuple(round(y, 6) for y in line.get_ydata()) for line in panel.lines}
+    assert len(curves) == 2            # POCL and CPD, each its own line
+    legend = [t.get_text() for t in drawn["fig"].legends[0].get_texts()]
+    assert "POCL (FKL)" in legend and "CPD" in legend

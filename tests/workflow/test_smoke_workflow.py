@@ -72,17 +72,47 @@ def test_smoke_run_produces_every_table(project):
     assert "POCL (FKL)" in (tables / "scores.md").read_text()
 
 
+def test_runs_csv_is_the_long_form_of_the_scores(project):
+    tables = project / "paper_tables" / "smoke"
+    runs, scores = pd.read_csv(tables / "runs.csv"), pd.read_csv(tables / "scores.csv")
+    # 8 trained runs x 1 training seed + the teacher, x 2 eval sets x 2 eval seeds
+    assert len(runs) == 9 * 2 * 2 and set(runs.run) == set(scores.run)
+    assert {"run", "model", "method", "training_seed", "eval_set", "eval_seed", "rouge_l", "exact_match"} <= set(runs)
+    means = runs.groupby(["run", "eval_set"]).rouge_l.mean()
+    for row in scores.to_dict("records"):
+        for eval_set in ("synthetic_test", "synthetic_ood"):
+            assert means[(row["run"], eval_set)] == pytest.approx(row[f"{eval_set}_mean"], abs=1e-9)
+
+
+def test_report_documents_the_run_and_refuses_a_profile_without_results(project):
+    out = project / "report.html"
+    snakemake(project, "--report", str(out))
+    html = out.read_text(errors="replace")
+    for name in ("scores.csv", "per_level.csv", "runs.csv", "curriculum.png", "training_curves.png"):
+        assert name in html, name
+    missing = project / "missing-report.html"
+    proc = subprocess.run([*SNAKEMAKE, "--configfile", "config/synthetic-gpu.yaml", "--report", str(missing)],
+                          cwd=project, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and not missing.exists()
+    assert "no report for profile 'synthetic-gpu'" in proc.stdout + proc.stderr
+    assert "results of other profiles here: smoke" in proc.stdout + proc.stderr
+
+
 def test_rerun_after_finish_does_nothing(project):
     assert planned_jobs(project) == {}
 
 
 def test_tables_rebuild_without_training(project):
     out = project / "rebuilt"
-    proc = subprocess.run([sys.executable, "-m", "kdbench.cli", "tables", "--results", "results/smoke",
-                           "--out", str(out), "--config", "config/config.yaml", "--overrides", "config/smoke.yaml"],
+    proc = subprocess.run([sys.executable, "-m", "kdbench.cli", "tables", "--profile", "smoke", "--out", str(out)],
                           cwd=project, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert (out / "scores.csv").read_text() == (project / "paper_tables/smoke/scores.csv").read_text()
+    # the default profile's tables from the smoke results: an error that names the right profile
+    wrong = subprocess.run([sys.executable, "-m", "kdbench.cli", "tables", "--results", "results/smoke",
+                            "--out", str(project / "wrong")], cwd=project, capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "not produced by profile 'default'" in wrong.stderr
+    assert "kdbench tables --profile smoke" in wrong.stderr and not (project / "wrong").exists()
     assert planned_jobs(project, "paper_tables", "--forcerun", "paper_tables") == {"paper_tables": 1}
 
 

@@ -3,17 +3,19 @@
 from pathlib import Path
 
 from kdbench.plots import PLOT_NAMES
-from kdbench.tables import DEFAULT_LOSS
+from kdbench.tables import DEFAULT_LOSS, RUNS_FILE
 
 TABLE_NAMES = ["scores", "runtime", "difficulty", "per_level", "curriculum"]
 TABLE_FILES = expand("{d}/{table}.{ext}", d=TABLES_DIR, table=TABLE_NAMES, ext=["md", "tex", "csv"])
 TABLE_FILES += expand("{d}/{plot}.png", d=TABLES_DIR, plot=PLOT_NAMES)
+TABLE_FILES.append(f"{TABLES_DIR}/{RUNS_FILE}")
 
 # Captions are relative to this file; the tables' CSV files and every figure go into the report.
 REPORT_CAPTION = {"scores": "scores.rst", "runtime": "runtime.rst", "difficulty": "difficulty_table.rst",
                   "per_level": "per_level.rst", "curriculum_table": "curriculum_table.rst",
                   "curriculum": "curriculum.rst", "training_curves": "training_curves.rst",
-                  "difficulty_plot": "difficulty_plot.rst", "score_vs_runtime": "score_vs_runtime.rst"}
+                  "difficulty_plot": "difficulty_plot.rst", "score_vs_runtime": "score_vs_runtime.rst",
+                  "runs": "runs.rst"}
 
 
 report: "../report/workflow.rst"
