@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdbench.data.sources import normalize_source_cfg
-from kdbench.errors import ConfigError
+from kdbench.errors import ConfigError, TrainingError
 from kdbench.io import sha256_json
 from kdbench.schema import load_yaml, validate
 
@@ -18,9 +20,39 @@ EVAL_DEFAULTS = {"decoding": "sample", "temperature": 1.0, "top_k": 0, "top_p": 
 PROFILE_DEFAULTS = {"batch_size": 32, "max_new_tokens": None, "no_repeat_ngram_size": 6, "samples": 4}
 TABLE_DEFAULTS = {"baseline": "vanilla_kd", "output_dir": "paper_tables", "significance_level": 0.05,
                   "bootstrap_samples": 2000}
-TRAIN_DEFAULTS = {"lr_min": 0.0, "lr_schedule": "cosine", "warmup_steps": 0, "weight_decay": 0.01,
-                  "grad_clip": 1.0, "global_batch_size": 32, "micro_batch_size": 32, "precision": "fp32",
-                  "log_every": 10, "checkpoint_every": 50}
+
+
+# --------------------------------------------------------------------------- training settings
+# Every training section (teacher, student warm-up, distillation) resolves to these; the defaults are
+# written here once, and a config's training section only states what differs.
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    lr: float
+    lr_min: float = 0.0
+    lr_schedule: str = "cosine"          # cosine | constant
+    warmup_steps: int = 0
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    global_batch_size: int = 32          # examples per optimiser step, whatever the device count
+    micro_batch_size: int = 32           # examples per forward pass on one device
+    precision: str = "fp32"              # fp32 | bf16 | fp16
+    log_every: int = 10
+    checkpoint_every: int = 50           # optimiser steps between checkpoints; 0 = never
+
+    @classmethod
+    def from_dict(cls, section: dict) -> "TrainConfig":
+        return cls(**section)
+
+    def accumulation_steps(self, world_size: int) -> int:
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise TrainingError(f"training.global_batch_size={self.global_batch_size} is not a multiple of "
+                                f"micro_batch_size ({self.micro_batch_size}) x devices ({world_size})")
+        return self.global_batch_size // per_step
+
+
+TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
 # A mapping whose kind changes (a different data source, model init or tokenizer kind) is replaced

@@ -5,11 +5,12 @@ epoch sees, the loss at each step, per-step state). Runtime comparisons are fair
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -18,38 +19,12 @@ import torch
 
 from kdbench.accounting import GpuClock, peak_rss_mb
 from kdbench.batching import IGNORE_INDEX, Encoded, collate
+from kdbench.config import TrainConfig  # noqa: F401  (re-exported: the loop's settings)
 from kdbench.errors import TrainingError
 from kdbench.integrity import set_aside, short
 from kdbench.methods import Method, Schedule, ScheduleContext, StepInfo
 from kdbench.models import PRECISIONS, ResponseLM
 from kdbench.progress import bar
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int
-    lr: float
-    lr_min: float = 0.0
-    lr_schedule: str = "cosine"          # cosine | constant
-    warmup_steps: int = 0
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    global_batch_size: int = 32          # examples per optimiser step, whatever the device count
-    micro_batch_size: int = 32           # examples per forward pass on one device
-    precision: str = "fp32"              # fp32 | bf16 | fp16
-    log_every: int = 10
-    checkpoint_every: int = 0            # optimiser steps between checkpoints; 0 = never
-
-    @classmethod
-    def from_dict(cls, section: dict) -> "TrainConfig":
-        return cls(**section)
-
-    def accumulation_steps(self, world_size: int) -> int:
-        per_step = self.micro_batch_size * world_size
-        if self.global_batch_size % per_step:
-            raise TrainingError(f"training.global_batch_size={self.global_batch_size} is not a multiple of "
-                                f"micro_batch_size ({self.micro_batch_size}) x devices ({world_size})")
-        return self.global_batch_size // per_step
 
 
 # --------------------------------------------------------------------------- teacher
@@ -155,7 +130,8 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
     total_steps = sum(stage_steps)
     autocast_dtype = PRECISIONS[cfg.precision]
     use_autocast = autocast_dtype != torch.float32
-    scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+    # Loss scaling only for fp16; a disabled scaler passes every call straight through.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     student.to(device).train()
     model = ResponseLM(student)
@@ -203,7 +179,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                 if not schedule.restart_optimizer_per_stage or resume["optimizer_stage"] == stage_index:
                     optimizer.load_state_dict(resume["optimizer"])
                     scheduler.load_state_dict(resume["scheduler"])
-                    if scaler is not None and resume.get("scaler"):
+                    if scaler.is_enabled() and resume.get("scaler"):
                         scaler.load_state_dict(resume["scaler"])
                 _set_rng_state(resume["rng"])
                 resume = None
@@ -221,7 +197,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                 micro = [mine[i:i + cfg.micro_batch_size] for i in range(0, len(mine), cfg.micro_batch_size)]
                 step_loss = 0.0
                 logged_sum: dict[str, float] = {}
-                for positions in micro:
+                for micro_index, positions in enumerate(micro):
                     examples = [encoded[i] for i in positions]
                     batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
                     ids = [e.example_id for e in examples]
@@ -237,20 +213,20 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                     if not torch.isfinite(loss):
                         raise TrainingError(f"non-finite loss {loss.item()} at step {step} (epoch {global_epoch}, "
                                             f"stage {stage_index}); example ids: {', '.join(ids)}")
-                    scaled = loss / len(micro)
-                    (scaler.scale(scaled) if scaler else scaled).backward()
+                    # DDP all-reduces gradients on the last micro-batch of the step only.
+                    last_micro = micro_index == len(micro) - 1
+                    with contextlib.nullcontext() if world_size == 1 or last_micro else model.no_sync():
+                        scaler.scale(loss / len(micro)).backward()
                     step_loss += float(loss.detach()) / len(micro)
                     for key, value in logged.items():
                         logged_sum[key] = logged_sum.get(key, 0.0) + value / len(micro)
                     counters["examples"] += len(examples)
                     counters["tokens"] += int(batch["attention_mask"].sum())
                     counters["response_tokens"] += int((batch["labels"] != -100).sum())
-                if scaler:
-                    scaler.unscale_(optimizer)
+                scaler.unscale_(optimizer)
                 grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-                (scaler.step(optimizer) if scaler else optimizer.step())
-                if scaler:
-                    scaler.update()
+                scaler.step(optimizer)
+                scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 if world_size > 1:
@@ -272,7 +248,7 @@ def train(student, method: Method, encoded: list[Encoded], ctx: ScheduleContext,
                     stage_wall_now[stage_index] += time.perf_counter() - stage_t0
                     save_checkpoint(ckpt_path, {
                         "model": student.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                         "optimizer_stage": stage_index,
                         "method": method.state_dict(), "rng": _rng_state(), "step": step,
                         "epoch": next_epoch, "batch": next_batch, "history": history, "trace": trace,

@@ -102,3 +102,31 @@ def test_bad_global_batch_is_rejected(tiny):
     cfg = TrainConfig(epochs=1, lr=1e-3, global_batch_size=10, micro_batch_size=4)
     with pytest.raises(TrainingError, match="global_batch_size=10 is not a multiple"):
         _run(tiny, _taid(), cfg=cfg)
+
+
+class _TwoStageSFT(SupervisedFineTuning):
+    """POCL's shape on SFT: two cumulative stages (20 then 40 examples, one epoch each), optimiser and LR
+    schedule restarted per stage."""
+
+    def schedule(self, ctx):
+        from kdbench.methods import cumulative_curriculum
+
+        return cumulative_curriculum(ctx, list(range(len(ctx.example_ids))), 2, 1, lambda s: {})
+
+
+@pytest.mark.parametrize("kill_at", [4, 5])
+def test_resume_at_a_stage_boundary_starts_the_next_stage_with_a_fresh_optimiser(tiny, tmp_path, kill_at):
+    """Stage 0 has 3 steps, so the checkpoint at step 3 is taken at the boundary and holds stage 0's
+    optimiser, which the restarted stage 1 must not load; a kill during step 4 or 5 resumes from it."""
+    cfg = TrainConfig(epochs=2, lr=3e-3, global_batch_size=8, micro_batch_size=8, log_every=1, checkpoint_every=3)
+    reference, ref_metrics = _run(tiny, _TwoStageSFT(SupervisedFineTuning.Config()), cfg=cfg)
+    assert [s["steps"] for s in ref_metrics["stages"]] == [3, 5] and ref_metrics["restart_optimizer_per_stage"]
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny, _TwoStageSFT(SupervisedFineTuning.Config()), cfg=cfg, checkpoint_dir=tmp_path, fail_after=kill_at)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert (saved["step"], saved["epoch"], saved["batch"], saved["optimizer_stage"]) == (3, 1, 0, 0)
+    resumed, metrics = _run(tiny, _TwoStageSFT(SupervisedFineTuning.Config()), cfg=cfg, checkpoint_dir=tmp_path)
+    for (name, a), (_, b) in zip(reference.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert [h["loss"] for h in metrics["history"]] == [h["loss"] for h in ref_metrics["history"]]
+    assert [h["lr"] for h in metrics["history"]] == [h["lr"] for h in ref_metrics["history"]]
