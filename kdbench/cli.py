@@ -99,6 +99,7 @@ def check_results_belong(results: Path, cfg: dict, label: str) -> None:
     come out "missing" with no hint why; name the profile the results do match, if a shipped one does."""
     from kdbench.config import differing_keys, load_profile, shipped_profiles, teacher_spec
     from kdbench.errors import ResultError
+    from kdbench.results import read_result
 
     def where_not_what(value):     # where the data live and the device say nothing about the experiment
         if isinstance(value, dict):
@@ -112,11 +113,7 @@ def check_results_belong(results: Path, cfg: dict, label: str) -> None:
     if not trained.is_file():
         raise ResultError(f"{results}: no results of profile '{cfg['name']}' ({trained} is missing); "
                           f"run the workflow for it first (snakemake --cores all --configfile <its file>)")
-    try:
-        recorded = json.loads(trained.read_text(encoding="utf-8"))["spec"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ResultError(f"{trained}: unreadable result ({exc})") from None
-    recorded = where_not_what(recorded)
+    recorded = where_not_what(read_result(trained, "train").get("spec") or {})
     differ = differing_keys(identity(cfg), recorded)
     if not differ:
         return
@@ -139,10 +136,10 @@ def cmd_tables(args: argparse.Namespace) -> None:
         with job_clock():
             written = build_tables(Path(args.results), Path(args.out), config_json=json.loads(args.config_json))
     else:
-        from kdbench.config import load_profile, profile_files, results_dir, tables_dir
+        from kdbench.config import load_config, profile_files, results_dir, tables_dir
 
         files = profile_files(args.profile, args.overrides or [])
-        config = load_profile(args.profile, args.overrides or [])
+        config = load_config(files[0], files[1:])
         results = Path(args.results) if args.results else results_dir(config)
         out = Path(args.out) if args.out else tables_dir(config)
         check_results_belong(results, config, _profile_label(files))
@@ -182,11 +179,11 @@ def cmd_check_method(args: argparse.Namespace) -> None:
 
 
 def cmd_validate_config(args: argparse.Namespace) -> None:
-    from kdbench.config import WORKFLOW_CONFIG, load_profile, profile_files, results_dir, tables_dir
+    from kdbench.config import WORKFLOW_CONFIG, load_config, profile_files, results_dir, tables_dir
     from kdbench.methods import SFT_RUN, discover_methods, resolve_runs
 
     files = profile_files(args.profile, args.overrides or [], standalone=args.standalone)
-    cfg = load_profile(args.profile, args.overrides or [], standalone=args.standalone)
+    cfg = load_config(files[0], files[1:])
     runs = resolve_runs(cfg, discover_methods(cfg["methods"]["root"]))
     seeds, eval_sets, eval_seeds = cfg["training"]["seeds"], cfg["evaluation"]["sets"], cfg["evaluation"]["seeds"]
     profile = files[0] if args.standalone or len(files) == 1 else files[1]

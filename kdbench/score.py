@@ -25,17 +25,17 @@ FIELD_SEPARATOR = "\t\t"      # between the decoded prompt and the response in p
 PREDICTION_KEYS = ("prediction", "text", "output", "response")
 
 
-def detect_format(path: Path) -> str:
-    """'preds' for a .txt file; for JSONL, 'jsonl' when the first object carries an id, else 'answers'."""
-    if path.suffix == ".txt":
+def detect_format(path: Path, rows: list[tuple[int, dict]] | None) -> str:
+    """'preds' for a .txt file; for JSONL (``rows``, read once), 'jsonl' when the first object carries an id,
+    else 'answers'."""
+    if path.suffix == ".txt" or rows is None:
         return "preds"
-    first = read_jsonl(path)[0][1]
-    return "jsonl" if "id" in first else "answers"
+    return "jsonl" if "id" in rows[0][1] else "answers"
 
 
-def _answers(path: Path) -> list[str]:
+def _answers(path: Path, rows: list[tuple[int, dict]]) -> list[str]:
     out = []
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in rows:
         if not isinstance(obj.get("text"), str):
             raise DataError(f"{path}:{lineno}: an answers.jsonl line needs a string field 'text' "
                             f"(got keys {sorted(obj)})")
@@ -69,9 +69,9 @@ def _preds(path: Path, records: list[Record]) -> list[str]:
     return out
 
 
-def _keyed(path: Path, records: list[Record]) -> list[str]:
+def _keyed(path: Path, rows: list[tuple[int, dict]], records: list[Record]) -> list[str]:
     by_id: dict[str, str] = {}
-    for lineno, obj in read_jsonl(path):
+    for lineno, obj in rows:
         key = next((k for k in PREDICTION_KEYS if isinstance(obj.get(k), str)), None)
         if "id" not in obj or key is None:
             raise DataError(f"{path}:{lineno}: a keyed prediction needs 'id' and one of {', '.join(PREDICTION_KEYS)} "
@@ -90,11 +90,15 @@ def _keyed(path: Path, records: list[Record]) -> list[str]:
     return [by_id[i] for i in wanted]
 
 
-def read_predictions(path: Path, fmt: str, records: list[Record]) -> list[str]:
-    """One prediction per record, in the records' order; a count or id mismatch is an error."""
+def read_predictions(path: Path, fmt: str, records: list[Record],
+                     rows: list[tuple[int, dict]] | None = None) -> list[str]:
+    """One prediction per record, in the records' order; a count or id mismatch is an error. ``rows``: the
+    file's JSONL rows when already read."""
+    if fmt != "preds" and rows is None:
+        rows = read_jsonl(path)
     if fmt == "jsonl":
-        return _keyed(path, records)
-    predictions = _answers(path) if fmt == "answers" else _preds(path, records)
+        return _keyed(path, rows, records)
+    predictions = _answers(path, rows) if fmt == "answers" else _preds(path, records)
     if len(predictions) != len(records):
         raise DataError(f"{path}: {len(predictions)} predictions for the eval set's {len(records)} records; the "
                         f"{fmt} format is positional (one line per record, in eval-set order): score the same "
@@ -130,10 +134,12 @@ def score_predictions(predictions: Path, eval_set: str, *, data_dir: Path | None
         if max_examples < 1:
             raise DataError(f"--max-examples must be a positive integer, got {max_examples}")
         records = records[:max_examples]
-    fmt = detect_format(predictions) if fmt == "auto" else fmt
-    if fmt not in FORMATS:
+    if fmt not in (*FORMATS, "auto"):
         raise DataError(f"unknown predictions format '{fmt}'; one of {', '.join(FORMATS)} (or auto)")
-    texts = read_predictions(predictions, fmt, records)
+    is_jsonl = fmt in ("answers", "jsonl") or (fmt == "auto" and predictions.suffix != ".txt")
+    rows = read_jsonl(predictions) if is_jsonl else None       # read once: format detection and scoring
+    fmt = detect_format(predictions, rows) if fmt == "auto" else fmt
+    texts = read_predictions(predictions, fmt, records, rows)
     references = [list(r.references) for r in records]
     rouge, em = rouge_l(texts, references), exact_match(texts, references)
     n = len(records)

@@ -535,18 +535,17 @@ def run_hparams(results: Path, runs: list[str], seeds: list[int]) -> dict[str, d
     return out
 
 
-def non_default_settings(identities: dict[str, dict], methods_root: str | Path = "methods") -> dict[str, list[str]]:
+def non_default_settings(identities: dict[str, dict], available: dict[str, Any]) -> dict[str, list[str]]:
     """Per run, each hyperparameter that differs from its method variant's defaults and each run-specific
-    optimiser setting (methods.settings.<m>.train), as 'key = value (default: value)'."""
+    optimiser setting (methods.settings.<m>.train), as 'key = value (default: value)'; ``available``: the
+    discovered methods."""
     from kdbench.config import differing_keys
-    from kdbench.methods import discover_methods, make_config
+    from kdbench.methods import make_config
 
-    available = None
     out: dict[str, list[str]] = {}
     for run, identity in identities.items():
         if not identity.get("method"):
             continue
-        available = available if available is not None else discover_methods(methods_root)
         info = available.get(identity["method"])
         notes = []
         if info is not None:
@@ -573,7 +572,7 @@ def _fmt_rho(value: float, degenerate: bool) -> str:
 
 
 def difficulty_table(results: Path, labels: dict[str, str], identities: dict[str, dict],
-                     methods_root: str | Path = "methods") -> Table:
+                     available: dict[str, Any]) -> Table:
     """How well each difficulty signal, and the ranking each curriculum run trains by, orders the examples
     by their ground-truth level: Spearman ρ over all examples and within each task family (the mean over
     families), and the share of examples at the signal's most common value (degenerate above 0.2)."""
@@ -605,9 +604,8 @@ def difficulty_table(results: Path, labels: dict[str, str], identities: dict[str
             rows.append({"signal": signal, "kind": kind, "used_by": "",
                          **ranking_quality(-values if easier else values, truth, family)})
     if identities:
-        from kdbench.methods import RunSpec, discover_methods, instantiate
+        from kdbench.methods import RunSpec, instantiate
 
-        available = discover_methods(methods_root)
         rankings: dict[bytes, dict] = {}
         for run, identity in identities.items():
             if identity.get("method") not in available:
@@ -783,8 +781,14 @@ def build_tables(results: Path, out_dir: Path, config: dict | None = None,
     identities = run_hparams(results, list(labels), seeds)
     methods_root = (expected or {}).get("methods_root", "methods")
     written = []
-    difficulty = difficulty_table(results, labels, identities, methods_root)
-    non_default = non_default_settings(identities, methods_root)
+    if any(identities.values()):
+        from kdbench.methods import discover_methods
+
+        available = discover_methods(methods_root)
+    else:
+        available = {}
+    difficulty = difficulty_table(results, labels, identities, available)
+    non_default = non_default_settings(identities, available)
     for table in (scores_table(scores, labels, eval_sets, set_info, comparisons, pairs, alpha, samples, baseline,
                                unpaired, non_default),
                   runtime_table(results, scores, labels, methods, seeds, baseline, pairs),

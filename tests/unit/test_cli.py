@@ -13,6 +13,7 @@ from kdbench.cli import build_parser, check_results_belong, main
 from kdbench.config import (WORKFLOW_CONFIG, differing_keys, load_profile, profile_file, shipped_profiles,
                             teacher_spec)
 from kdbench.errors import ConfigError, ResultError
+from kdbench.results import RESULT_SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILES = sorted(p.stem if p.name != "config.yaml" else "default" for p in (REPO / "config").glob("*.yaml"))
@@ -57,7 +58,8 @@ def _fake_results(tmp_path: Path, profile: str) -> Path:
     results = tmp_path / "results"
     (results / "teacher").mkdir(parents=True)
     spec = json.loads(json.dumps(teacher_spec(load_profile(profile))))
-    (results / "teacher" / "train.json").write_text(json.dumps({"kind": "train", "spec": spec}))
+    (results / "teacher" / "train.json").write_text(json.dumps({"schema_version": RESULT_SCHEMA_VERSION,
+                                                                "kind": "train", "spec": spec}))
     return results
 
 
